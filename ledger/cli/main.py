@@ -1,0 +1,5 @@
+"""Entry point of the `ledger` command line."""
+
+
+def main() -> None:
+    print("ledger")

@@ -1,0 +1,11 @@
+"""A local single-node Apache Kafka broker (KRaft) run from the jars on Maven Central, no Docker."""
+
+from streams.localkafka.broker import (
+    KAFKA_VERSION,
+    BrokerError,
+    LocalBroker,
+    fetch_jars,
+    free_port,
+)
+
+__all__ = ["KAFKA_VERSION", "BrokerError", "LocalBroker", "fetch_jars", "free_port"]
