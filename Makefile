@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 KAFKA_HOME ?= .local/kafka
 
-.PHONY: help setup kafka-up kafka-down kafka-status test test-unit lint fmt typecheck demo clean
+.PHONY: help setup kafka-up kafka-down kafka-status test test-unit lint fmt typecheck schemas demo clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -44,6 +44,9 @@ lint: $(STAMP) ## ruff (lint and format check) and mypy --strict
 
 typecheck: $(STAMP) ## mypy --strict only
 	$(BIN)/mypy
+
+schemas: $(STAMP) ## Regenerate the JSON Schemas in schemas/json from the pydantic models
+	$(BIN)/python -m schemas.generate
 
 fmt: $(STAMP) ## Format and auto-fix with ruff
 	$(BIN)/ruff format .

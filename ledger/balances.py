@@ -1,0 +1,20 @@
+"""Fold postings into account balances (debits minus credits): the one fold every reader uses."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from schemas.events import Posting
+
+
+def apply_postings(balances: dict[str, int], postings: Iterable[Posting]) -> None:
+    """Add each posting to `balances` in place (a fold step; callers own the dict)."""
+    for posting in postings:
+        balances[posting.debit] = balances.get(posting.debit, 0) + posting.amount_minor
+        balances[posting.credit] = balances.get(posting.credit, 0) - posting.amount_minor
+
+
+def fold_balances(postings: Iterable[Posting]) -> dict[str, int]:
+    balances: dict[str, int] = {}
+    apply_postings(balances, postings)
+    return balances

@@ -1,0 +1,110 @@
+"""`decide(state, command) -> Decision`: the ledger's one entry point for every command.
+
+Pure: the same state, command and policy always give the same events, byte for byte. The order
+of the checks below is the documented rejection precedence (`schemas.outcomes.RejectionReason`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ledger import business_day, deduction, opening, reconciliation
+from ledger.identity import payload_hash
+from ledger.policy import DEFAULT_POLICY, Policy
+from ledger.recorder import Recorder
+from ledger.state import LoanState
+from schemas.commands import (
+    CloseBusinessDay,
+    Command,
+    FlagStuckAttempt,
+    OpenLoan,
+    ReportChannelFailure,
+    ReportChannelProcessing,
+    ReportChannelSuccess,
+    ReportDuplicateDebit,
+    ReportOrderNotFound,
+    ReportOutcomeUnknown,
+    ReportRefundFailure,
+    ReportRefundSuccess,
+    ReportReversal,
+    ReportSubmission,
+    ReportUnrecordedSuccess,
+    RequestRepayment,
+)
+from schemas.events import Event
+from schemas.outcomes import Outcome, RejectionReason, accepted, duplicate, rejected
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    outcome: Outcome
+    events: tuple[Event, ...]
+
+
+def decide(state: LoanState, command: Command, policy: Policy = DEFAULT_POLICY) -> Decision:
+    assert command.loan_id == state.loan_id, (
+        f"command for {command.loan_id} sent to {state.loan_id}"
+    )
+    command_hash = payload_hash(command)
+    seen = state.processed.get(command.command_id)
+    if seen is not None:
+        if seen.payload_hash != command_hash:
+            return _refuse(command, RejectionReason.IDEMPOTENCY_CONFLICT)
+        return Decision(duplicate(command.command_id, command.loan_id, seen.event_ids), ())
+    reason = refusal(state, command)
+    if reason is not None:
+        return _refuse(command, reason)
+    recorder = Recorder(state, command, command_hash)
+    _execute(recorder, command, policy)
+    assert recorder.events, f"accepted {command.type} produced no event"
+    event_ids = tuple(event.event_id for event in recorder.events)
+    return Decision(
+        accepted(command.command_id, command.loan_id, event_ids), tuple(recorder.events)
+    )
+
+
+def refusal(state: LoanState, command: Command) -> RejectionReason | None:
+    """Why `command` cannot be accepted in `state`, or None. Idempotency is checked before."""
+    if isinstance(command, OpenLoan):
+        return opening.refusal(state)
+    if not state.opened:
+        return RejectionReason.UNKNOWN_LOAN
+    match command:
+        case RequestRepayment():
+            return deduction.request_refusal(state, command)
+        case CloseBusinessDay():
+            return business_day.refusal(state, command)
+        case ReportReversal() | ReportDuplicateDebit() | ReportUnrecordedSuccess():
+            return reconciliation.finding_refusal(state, command)
+        case ReportRefundSuccess() | ReportRefundFailure():
+            return reconciliation.refund_refusal(state, command)
+        case _:
+            return deduction.answer_refusal(state, command)
+
+
+def _execute(recorder: Recorder, command: Command, policy: Policy) -> None:
+    match command:
+        case OpenLoan():
+            opening.open_loan(recorder, command)
+        case RequestRepayment():
+            deduction.start_deduction(recorder, command, policy)
+        case CloseBusinessDay():
+            business_day.close_business_day(recorder, command, policy)
+        case (
+            ReportSubmission()
+            | ReportChannelSuccess()
+            | ReportChannelFailure()
+            | ReportChannelProcessing()
+            | ReportOrderNotFound()
+            | ReportOutcomeUnknown()
+            | FlagStuckAttempt()
+        ):
+            deduction.record_answer(recorder, command, policy)
+        case ReportReversal() | ReportDuplicateDebit() | ReportUnrecordedSuccess():
+            reconciliation.record_finding(recorder, command)
+        case ReportRefundSuccess() | ReportRefundFailure():
+            reconciliation.record_refund_answer(recorder, command)
+
+
+def _refuse(command: Command, reason: RejectionReason) -> Decision:
+    return Decision(rejected(command.command_id, command.loan_id, reason), ())

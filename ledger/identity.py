@@ -1,0 +1,42 @@
+"""Deterministic identities: every id derives from the command, never from a clock or randomness."""
+
+import hashlib
+import json
+import uuid
+from datetime import date
+
+from schemas.commands import CommandBase
+
+# Fixed forever: changing it would change every id the ledger ever derived.
+LEDGER_NAMESPACE = uuid.UUID("5b0c7d2e-3c4f-5a61-9e8d-7f6a5b4c3d2e")
+
+
+def _derived(*parts: object) -> str:
+    return uuid.uuid5(LEDGER_NAMESPACE, "/".join(str(part) for part in parts)).hex
+
+
+def event_id(loan_id: str, command_id: str, index: int) -> str:
+    """The index-th event decided from a command."""
+    return _derived("event", loan_id, command_id, index)
+
+
+def attempt_id(loan_id: str, command_id: str, index: int) -> str:
+    """An attempt id; it is also the channel order id, so a repeated call is deduplicated."""
+    return _derived("attempt", loan_id, command_id, index)
+
+
+def refund_id(loan_id: str, command_id: str, index: int) -> str:
+    return _derived("refund", loan_id, command_id, index)
+
+
+def auto_debit_command_id(loan_id: str, installment: int, business_date: date) -> str:
+    """Same loan, installment and day give the same id, so a scheduler rerun is a duplicate."""
+    return "auto-debit:" + _derived("auto-debit", loan_id, installment, business_date.isoformat())
+
+
+def payload_hash(command: CommandBase) -> str:
+    """Hash of what the command asks for. `issued_at` is left out: a client retrying the same
+    request with a fresh timestamp is still the same request."""
+    payload = command.model_dump(mode="json", exclude={"issued_at"})
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:32]

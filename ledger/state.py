@@ -1,0 +1,134 @@
+"""A loan's state: everything `decide` needs, rebuilt by folding the loan's events with `evolve`."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict
+
+from schemas.commands import Source
+from schemas.events import Allocation, Component
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class InstallmentState(Frozen):
+    number: int
+    due_date: date
+    principal_minor: int
+    interest_minor: int
+    fee_minor: int
+    late_fee_minor: int = 0
+    fell_due: bool = False
+    interest_recognised_minor: int = 0
+    fee_recognised_minor: int = 0
+    paid_principal_minor: int = 0
+    paid_interest_minor: int = 0
+    paid_fee_minor: int = 0
+
+    def owed(self, component: Component) -> int:
+        """What is still owed on a component, recognised or not."""
+        if component is Component.FEE:
+            return self.fee_minor + self.late_fee_minor - self.paid_fee_minor
+        if component is Component.INTEREST:
+            return self.interest_minor - self.paid_interest_minor
+        return self.principal_minor - self.paid_principal_minor
+
+    @property
+    def owed_minor(self) -> int:
+        return sum(self.owed(component) for component in Component)
+
+
+class AttemptStatus(StrEnum):
+    DEDUCTING = "deducting"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    REVERSED = "reversed"
+
+
+class Attempt(Frozen):
+    attempt_id: str
+    order_id: str
+    channel: str
+    amount_minor: int
+    installments: tuple[int, ...]
+    source: Source
+    requested_by: str
+    started_at: datetime
+    status: AttemptStatus = AttemptStatus.DEDUCTING
+    submissions: int = 1
+    stuck_flagged: bool = False
+    success_event_id: str | None = None
+    collected_minor: int = 0
+    allocations: tuple[Allocation, ...] = ()
+    excess_minor: int = 0
+    duplicate_debits: tuple[str, ...] = ()
+
+
+class RefundStatus(StrEnum):
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class Refund(Frozen):
+    refund_id: str
+    channel: str
+    order_id: str
+    amount_minor: int
+    status: RefundStatus = RefundStatus.PENDING
+
+
+class ProcessedCommand(Frozen):
+    payload_hash: str
+    event_ids: tuple[str, ...]
+
+
+class LoanTerms(Frozen):
+    borrower_id: str
+    currency: str
+    principal_minor: int
+    debit_account_ref: str
+
+
+class LoanState(Frozen):
+    loan_id: str
+    next_seq: int = 1
+    last_event_id: str | None = None
+    terms: LoanTerms | None = None
+    business_date: date | None = None
+    installments: tuple[InstallmentState, ...] = ()
+    attempts: tuple[Attempt, ...] = ()
+    refunds: tuple[Refund, ...] = ()
+    processed: dict[str, ProcessedCommand] = {}
+
+    @property
+    def opened(self) -> bool:
+        return self.terms is not None
+
+    @property
+    def paid_off(self) -> bool:
+        return self.opened and all(row.owed_minor == 0 for row in self.installments)
+
+    @property
+    def in_flight(self) -> Attempt | None:
+        return next((a for a in self.attempts if a.status is AttemptStatus.DEDUCTING), None)
+
+    def installment(self, number: int) -> InstallmentState | None:
+        if 1 <= number <= len(self.installments):
+            return self.installments[number - 1]
+        return None
+
+    def attempt(self, attempt_id: str) -> Attempt | None:
+        return next((a for a in self.attempts if a.attempt_id == attempt_id), None)
+
+    def refund(self, refund_id: str) -> Refund | None:
+        return next((r for r in self.refunds if r.refund_id == refund_id), None)
+
+
+def initial_state(loan_id: str) -> LoanState:
+    """The state of a loan before its first event."""
+    return LoanState(loan_id=loan_id)

@@ -1,0 +1,205 @@
+"""Commands: what upstream services, the scheduler, the gateway and reconciliation ask for.
+
+Public commands (any upstream service may send them): OpenLoan, RequestRepayment,
+CloseBusinessDay. The others are internal: the gateway reports what a payment channel answered,
+reconciliation reports what a channel statement shows, the sweeper flags stuck attempts.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, Field, TypeAdapter, field_validator
+
+from schemas.base import (
+    AmountMinor,
+    ChannelName,
+    Currency,
+    Identifier,
+    InstallmentNumber,
+    NonNegativeMinor,
+    ShortText,
+    WireModel,
+)
+
+
+class RepaymentMethod(StrEnum):
+    EQUAL_INSTALLMENT = "equal_installment"
+    EQUAL_PRINCIPAL = "equal_principal"
+
+
+class Source(StrEnum):
+    """The three doors a repayment request comes through."""
+
+    APP = "app"
+    AUTO_DEBIT = "auto_debit"
+    COLLECTION = "collection"
+
+
+class CommandBase(WireModel):
+    command_id: Identifier
+    loan_id: Identifier
+    issued_at: AwareDatetime = Field(description="RFC 3339 with a UTC offset")
+    schema_version: Literal[1] = 1
+
+    @field_validator("issued_at")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        if value.utcoffset() != timedelta(0):
+            raise ValueError("issued_at must be in UTC (Z or +00:00)")
+        return value
+
+
+# ---- public --------------------------------------------------------------------------------
+
+
+class OpenLoan(CommandBase):
+    type: Literal["OpenLoan"] = "OpenLoan"
+    borrower_id: Identifier
+    principal_minor: AmountMinor
+    currency: Currency
+    annual_rate_bps: Annotated[int, Field(ge=0, le=100_000)]
+    term_months: Annotated[int, Field(ge=1, le=600)]
+    repayment_method: RepaymentMethod
+    first_due_date: date
+    fee_per_installment_minor: NonNegativeMinor = 0
+    debit_account_ref: Identifier | None = Field(
+        default=None, description="token of the card/account to debit; never a card number"
+    )
+
+
+class RequestRepayment(CommandBase):
+    type: Literal["RequestRepayment"] = "RequestRepayment"
+    source: Source
+    requested_by: Identifier
+    installments: tuple[InstallmentNumber, ...] | None = Field(
+        default=None, min_length=1, max_length=600, description="default: everything due"
+    )
+    amount_minor: AmountMinor | None = Field(default=None, description="default: all owed")
+
+
+class CloseBusinessDay(CommandBase):
+    type: Literal["CloseBusinessDay"] = "CloseBusinessDay"
+    business_date: date
+
+
+# ---- internal: what a payment channel answered (sent by the gateway) ----------------------
+
+
+class AttemptCommand(CommandBase):
+    attempt_id: Identifier
+
+
+class ReportSubmission(AttemptCommand):
+    """The channel acknowledged the submitted order; its outcome is not known yet."""
+
+    type: Literal["ReportSubmission"] = "ReportSubmission"
+
+
+class ReportChannelSuccess(AttemptCommand):
+    type: Literal["ReportChannelSuccess"] = "ReportChannelSuccess"
+    channel_reference: ShortText
+    amount_minor: AmountMinor
+
+
+class ReportChannelFailure(AttemptCommand):
+    """A definite failure: the channel says the card was not and will not be debited."""
+
+    type: Literal["ReportChannelFailure"] = "ReportChannelFailure"
+    code: Identifier
+    retriable: bool
+
+
+class ReportChannelProcessing(AttemptCommand):
+    type: Literal["ReportChannelProcessing"] = "ReportChannelProcessing"
+
+
+class ReportOrderNotFound(AttemptCommand):
+    """A query found no such order: the request never reached the channel."""
+
+    type: Literal["ReportOrderNotFound"] = "ReportOrderNotFound"
+
+
+class ReportOutcomeUnknown(AttemptCommand):
+    """A timeout or an error: the debit may or may not have happened."""
+
+    type: Literal["ReportOutcomeUnknown"] = "ReportOutcomeUnknown"
+    detail: Literal["timeout", "error"]
+
+
+class FlagStuckAttempt(AttemptCommand):
+    type: Literal["FlagStuckAttempt"] = "FlagStuckAttempt"
+
+
+# ---- internal: what a channel statement shows (sent by reconciliation) --------------------
+
+
+class StatementCommand(CommandBase):
+    order_id: Identifier
+    channel: ChannelName
+    statement_date: date
+
+
+class ReportReversal(StatementCommand):
+    """The channel reversed a success we had posted."""
+
+    type: Literal["ReportReversal"] = "ReportReversal"
+
+
+class ReportDuplicateDebit(StatementCommand):
+    """The channel debited the card again for an order we had already been paid for."""
+
+    type: Literal["ReportDuplicateDebit"] = "ReportDuplicateDebit"
+    channel_reference: ShortText
+    amount_minor: AmountMinor
+
+
+class ReportUnrecordedSuccess(StatementCommand):
+    """The statement shows a success our books do not have (the answer was lost)."""
+
+    type: Literal["ReportUnrecordedSuccess"] = "ReportUnrecordedSuccess"
+    channel_reference: ShortText
+    amount_minor: AmountMinor
+
+
+# ---- internal: refund answers (sent by the gateway) ----------------------------------------
+
+
+class RefundCommand(CommandBase):
+    refund_id: Identifier
+
+
+class ReportRefundSuccess(RefundCommand):
+    type: Literal["ReportRefundSuccess"] = "ReportRefundSuccess"
+    channel_reference: ShortText
+
+
+class ReportRefundFailure(RefundCommand):
+    type: Literal["ReportRefundFailure"] = "ReportRefundFailure"
+    code: Identifier
+
+
+PublicCommand = OpenLoan | RequestRepayment | CloseBusinessDay
+ChannelAnswer = (
+    ReportSubmission
+    | ReportChannelSuccess
+    | ReportChannelFailure
+    | ReportChannelProcessing
+    | ReportOrderNotFound
+    | ReportOutcomeUnknown
+)
+StatementFinding = ReportReversal | ReportDuplicateDebit | ReportUnrecordedSuccess
+RefundAnswer = ReportRefundSuccess | ReportRefundFailure
+
+Command = Annotated[
+    PublicCommand | ChannelAnswer | FlagStuckAttempt | StatementFinding | RefundAnswer,
+    Field(discriminator="type"),
+]
+COMMAND_ADAPTER: TypeAdapter[Command] = TypeAdapter(Command)
+
+
+def parse_command(raw: bytes | str) -> Command:
+    """Validate one command from its JSON bytes; raises pydantic.ValidationError."""
+    return COMMAND_ADAPTER.validate_json(raw)

@@ -1,0 +1,65 @@
+"""Generate the JSON Schema of every topic's value into `schemas/json/` (`make schemas`).
+
+`python -m schemas.generate` writes them; `--check` exits 1 when the committed files differ.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic import TypeAdapter
+
+from schemas.balances import BalanceRecord
+from schemas.commands import Command
+from schemas.events import Event
+from schemas.outcomes import Outcome
+
+OUTPUT = Path(__file__).with_name("json")
+TOPIC_VALUES: dict[str, Any] = {
+    "ledger.commands": Command,
+    "ledger.events": Event,
+    "ledger.outcomes": Outcome,
+    "ledger.balances": BalanceRecord,
+}
+
+
+def render() -> dict[str, str]:
+    """File name -> JSON text, for every topic whose value is JSON we define."""
+    files = {}
+    for topic, model in TOPIC_VALUES.items():
+        schema = TypeAdapter(model).json_schema(mode="serialization")
+        schema = {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "title": topic,
+            **schema,
+        }
+        files[f"{topic}.schema.json"] = json.dumps(schema, indent=2, sort_keys=True) + "\n"
+    return files
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--check", action="store_true", help="fail if the committed files drift")
+    args = parser.parse_args(argv)
+    stale = [name for name, text in render().items() if _read(OUTPUT / name) != text]
+    if args.check:
+        for name in stale:
+            print(f"schemas/json/{name} is out of date: run `make schemas`", file=sys.stderr)
+        return 1 if stale else 0
+    OUTPUT.mkdir(exist_ok=True)
+    for name, text in render().items():
+        (OUTPUT / name).write_text(text)
+    print(f"wrote {len(TOPIC_VALUES)} schemas to {OUTPUT}")
+    return 0
+
+
+def _read(path: Path) -> str | None:
+    return path.read_text() if path.exists() else None
+
+
+if __name__ == "__main__":
+    sys.exit(main())
