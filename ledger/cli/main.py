@@ -1,5 +1,63 @@
-"""Entry point of the `ledger` command line."""
+"""The `ledger` command line: the shell around the pure core and the stream processors."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from streams.errors import LedgerError
+from streams.settings import LedgerSettings
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--bootstrap-servers",
+    envvar="LEDGER_BOOTSTRAP_SERVERS",
+    default=None,
+    help="Kafka bootstrap list.",
+)
+@click.option(
+    "--topic-prefix", envvar="LEDGER_TOPIC_PREFIX", default=None, help="Prefix of every topic."
+)
+@click.pass_context
+def cli(context: click.Context, bootstrap_servers: str | None, topic_prefix: str | None) -> None:
+    """An event-sourced loan-repayment ledger on Kafka. Settings come from LEDGER_* variables."""
+    overrides: dict[str, Any] = {
+        "bootstrap_servers": bootstrap_servers,
+        "topic_prefix": topic_prefix,
+    }
+    context.obj = LedgerSettings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+@cli.group()
+def topics() -> None:
+    """Manage the contract's topics."""
+
+
+@topics.command("create")
+@click.pass_obj
+def topics_create(settings: LedgerSettings) -> None:
+    """Create the missing topics with their contract configs (idempotent)."""
+    from streams.topics import ensure_topics
+
+    created = ensure_topics(settings)
+    click.echo(f"created: {', '.join(created)}" if created else "all topics already exist")
+
+
+@cli.command()
+@click.pass_obj
+def worker(settings: LedgerSettings) -> None:
+    """Run the decider and the projector until stopped (SIGTERM or Ctrl-C)."""
+    from streams.worker import run_worker
+
+    run_worker(settings)
 
 
 def main() -> None:
-    print("ledger")
+    try:
+        cli(standalone_mode=True)
+    except LedgerError as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(2)

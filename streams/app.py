@@ -1,0 +1,128 @@
+"""`make_app(settings)`: the faust app with the decider and the projector. No import-time app."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import faust
+
+from schemas.topics import BALANCES, COMMANDS, DLQ, EVENTS, OUTCOMES
+from streams.decider import DeciderPorts, Record, handle_command
+from streams.metrics import Metrics
+from streams.projector import ProjectorPorts, handle_event
+from streams.settings import LedgerSettings
+
+log = logging.getLogger(__name__)
+RAW: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
+
+
+def make_app(settings: LedgerSettings, metrics: Metrics | None = None) -> faust.App:
+    metrics = metrics or Metrics()
+    app = faust.App(
+        settings.group_id,
+        broker=_broker_urls(settings),
+        broker_credentials=_credentials(settings),
+        store=settings.table_store,
+        datadir=settings.data_dir,
+        processing_guarantee=settings.processing_guarantee,
+        broker_commit_interval=settings.commit_interval_s,
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        # No on_leader timers: skip the leader-election topic.
+        topic_disable_leader=True,
+        # Standby replicas keep faust's own assignor under exactly_once (faust-streaming#440).
+        table_standby_replicas=1,
+        web_enabled=False,
+        autodiscover=False,
+        consumer_auto_offset_reset="earliest",
+        producer_max_request_size=max(settings.max_message_bytes * 4, 1_000_000),
+    )
+    topics = {
+        spec.name: app.topic(settings.topic(spec.name), **RAW)
+        for spec in (COMMANDS, EVENTS, OUTCOMES, BALANCES, DLQ)
+    }
+    _add_decider(app, settings, topics, metrics)
+    _add_projector(app, topics, metrics)
+    _add_outcome_counter(app, topics)
+    return app
+
+
+def _add_decider(
+    app: faust.App, settings: LedgerSettings, topics: dict[str, Any], metrics: Metrics
+) -> None:
+    loans = app.Table("loans", partitions=settings.partitions)
+    ports = DeciderPorts(
+        loans=loans,
+        events=topics[EVENTS.name],
+        outcomes=topics[OUTCOMES.name],
+        dlq=topics[DLQ.name],
+        producer=app.producer,
+        policy=settings.policy(),
+        max_message_bytes=settings.max_message_bytes,
+        metrics=metrics,
+    )
+
+    @app.agent(topics[COMMANDS.name], name="decider")
+    async def decider(stream: Any) -> None:
+        async for event in stream.events():
+            await handle_command(ports, _record(event.message))
+
+
+def _add_projector(app: faust.App, topics: dict[str, Any], metrics: Metrics) -> None:
+    ports = ProjectorPorts(
+        progress=app.Table("projected-seq", default=int),
+        balances=app.Table("balances"),
+        balance_topic=topics[BALANCES.name],
+        dlq=topics[DLQ.name],
+        producer=app.producer,
+        metrics=metrics,
+    )
+
+    @app.agent(topics[EVENTS.name], name="projector")
+    async def projector(stream: Any) -> None:
+        async for event in stream.events():
+            await handle_event(ports, _record(event.message))
+
+
+def _add_outcome_counter(app: faust.App, topics: dict[str, Any]) -> None:
+    """Subscribing to outcomes makes faust route the decider's outcome sends through the same
+    transactional producer as the command (faust-streaming#177: it only routes topics it reads)."""
+
+    @app.agent(topics[OUTCOMES.name], name="outcome-watch")
+    async def watch(stream: Any) -> None:
+        async for _outcome in stream:
+            pass
+
+
+def _record(message: Any) -> Record:
+    return Record(
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        key=message.key,
+        value=message.value,
+    )
+
+
+def _broker_urls(settings: LedgerSettings) -> list[str]:
+    return [f"kafka://{server.strip()}" for server in settings.bootstrap_servers.split(",")]
+
+
+def _credentials(settings: LedgerSettings) -> Any:
+    if settings.sasl_mechanism:
+        password = settings.sasl_password.get_secret_value() if settings.sasl_password else ""
+        ssl_context = None
+        if settings.security_protocol == "SASL_SSL":
+            ssl_context = faust.auth.ssl.create_default_context(cafile=settings.ssl_cafile)  # type: ignore[attr-defined]
+        return faust.SASLCredentials(
+            username=settings.sasl_username,
+            password=password,
+            mechanism=settings.sasl_mechanism,
+            ssl_context=ssl_context,
+        )
+    if settings.security_protocol == "SSL":
+        import ssl
+
+        return faust.SSLCredentials(ssl.create_default_context(cafile=settings.ssl_cafile))
+    return None

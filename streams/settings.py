@@ -1,0 +1,89 @@
+"""One frozen settings object for every process, read from `LEDGER_*` environment variables."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ledger.policy import Policy
+
+
+class LedgerSettings(BaseSettings):
+    """Built once in the shell (`LedgerSettings()`), then passed down; never a module global."""
+
+    model_config = SettingsConfigDict(env_prefix="LEDGER_", frozen=True, extra="ignore")
+
+    bootstrap_servers: str = Field(default="127.0.0.1:9092", description="Kafka bootstrap list")
+    topic_prefix: str = Field(default="", description="prefix for every topic and the group id")
+    app_id: str = Field(default="ledger", description="consumer group and transactional-id prefix")
+    partitions: int = Field(default=8, ge=1, le=1024, description="for the co-partitioned topics")
+    replication_factor: int = Field(default=1, ge=1)
+    processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
+    # Read-committed readers see nothing before a commit, so this bounds how stale balances get.
+    commit_interval_s: float = Field(default=0.25, gt=0, le=60)
+    table_store: str = Field(default="memory://", description="faust table store URL")
+    data_dir: str = Field(default=".local/faust", description="faust's local data folder")
+    max_message_bytes: int = Field(
+        default=64 * 1024, ge=1024, description="larger commands are dead-lettered"
+    )
+    metrics_port: int = Field(default=0, ge=0, le=65535, description="Prometheus port; 0 = off")
+    log_level: Literal["crit", "error", "warn", "info", "debug"] = "warn"
+    # Security, passed to every client (faust, confluent-kafka, aiokafka).
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: str | None = None
+    # Business policy (ledger.policy.Policy).
+    channels: tuple[str, ...] = ("alpha", "beta")
+    grace_days: int = Field(default=3, ge=0)
+    late_fee_bps: int = Field(default=500, ge=0)
+    late_fee_min_minor: int = Field(default=1_000, ge=0)
+    auto_debit: bool = True
+
+    def topic(self, base_name: str) -> str:
+        return f"{self.topic_prefix}{base_name}"
+
+    @property
+    def group_id(self) -> str:
+        return f"{self.topic_prefix}{self.app_id}"
+
+    def policy(self) -> Policy:
+        return Policy(
+            channels=self.channels,
+            grace_days=self.grace_days,
+            late_fee_bps=self.late_fee_bps,
+            late_fee_min_minor=self.late_fee_min_minor,
+            auto_debit=self.auto_debit,
+        )
+
+    def confluent_config(self) -> dict[str, Any]:
+        """Connection and security settings for any confluent-kafka client."""
+        config: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "security.protocol": self.security_protocol,
+        }
+        if self.sasl_mechanism:
+            config["sasl.mechanism"] = self.sasl_mechanism
+            config["sasl.username"] = self.sasl_username or ""
+            config["sasl.password"] = (
+                self.sasl_password.get_secret_value() if self.sasl_password else ""
+            )
+        if self.ssl_cafile:
+            config["ssl.ca.location"] = self.ssl_cafile
+        return config
+
+    def producer_config(self) -> dict[str, Any]:
+        """An idempotent producer whose partitioner matches Kafka's Java clients and faust's."""
+        return self.confluent_config() | {
+            # librdkafka defaults to a CRC32 partitioner; every other client (Java, aiokafka under
+            # faust) hashes keys with murmur2. One loan must land on one partition whatever
+            # client sent its command, or two deciders would own it.
+            "partitioner": "murmur2_random",
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 5,
+            "message.max.bytes": max(self.max_message_bytes * 4, 1_000_000),
+        }

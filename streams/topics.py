@@ -1,0 +1,52 @@
+"""Create the contract's topics (DESIGN section 4) with their configs, and check co-partitioning."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from schemas.topics import ALL_TOPICS, TopicSpec
+from streams.errors import LedgerError
+from streams.settings import LedgerSettings
+
+
+def ensure_topics(settings: LedgerSettings, timeout_s: float = 30.0) -> list[str]:
+    """Create whichever contract topics are missing; return the names created. Raises
+    LedgerError when an existing topic has another partition count than the contract needs."""
+    admin = AdminClient(settings.confluent_config())
+    existing = admin.list_topics(timeout=timeout_s).topics
+    missing = [spec for spec in ALL_TOPICS if settings.topic(spec.name) not in existing]
+    _check_partitions(settings, existing)
+    if missing:
+        futures = admin.create_topics([_new_topic(settings, spec) for spec in missing])
+        for future in futures.values():
+            try:
+                future.result(timeout=timeout_s)
+            except KafkaException as error:
+                # Another worker starting at the same moment may have won the race.
+                if error.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise
+    return [settings.topic(spec.name) for spec in missing]
+
+
+def _new_topic(settings: LedgerSettings, spec: TopicSpec) -> NewTopic:
+    return NewTopic(
+        settings.topic(spec.name),
+        num_partitions=settings.partitions,
+        replication_factor=settings.replication_factor,
+        config=spec.configs(),
+    )
+
+
+def _check_partitions(settings: LedgerSettings, existing: dict[str, Any]) -> None:
+    for spec in ALL_TOPICS:
+        metadata = existing.get(settings.topic(spec.name))
+        if metadata is not None and len(metadata.partitions) != settings.partitions:
+            raise LedgerError(
+                f"topic {settings.topic(spec.name)} has {len(metadata.partitions)} partitions but "
+                f"LEDGER_PARTITIONS is {settings.partitions}: commands, events, outcomes and "
+                "balances must be co-partitioned. Set LEDGER_PARTITIONS to match, or use a new "
+                "LEDGER_TOPIC_PREFIX."
+            )
