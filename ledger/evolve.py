@@ -148,6 +148,7 @@ def _succeeded(state: LoanState, event: DeductionSucceeded) -> LoanState:
         event,
         status=AttemptStatus.SUCCEEDED,
         success_event_id=event.event_id,
+        channel_reference=event.channel_reference,
         collected_minor=event.amount_minor,
         allocations=event.allocations,
         excess_minor=event.excess_minor,

@@ -23,16 +23,23 @@ COLLECTED = (AttemptStatus.SUCCEEDED, AttemptStatus.REVERSED)
 
 def finding_refusal(state: LoanState, command: StatementFinding) -> RejectionReason | None:
     attempt = state.attempt(command.order_id)  # the order id is the attempt id
-    if attempt is None:
+    if attempt is None or attempt.channel != command.channel:
         return RejectionReason.UNKNOWN_ATTEMPT
     match command:
         case ReportReversal() if attempt.status is not AttemptStatus.SUCCEEDED:
             return RejectionReason.ATTEMPT_NOT_SUCCEEDED
         case ReportDuplicateDebit() if attempt.status not in COLLECTED:
             return RejectionReason.ATTEMPT_NOT_SUCCEEDED
+        case ReportDuplicateDebit() if _known_reference(attempt, command.channel_reference):
+            return RejectionReason.FINDING_ALREADY_RECORDED
         case ReportUnrecordedSuccess() if attempt.status in COLLECTED:
             return RejectionReason.ATTEMPT_SETTLED
     return None
+
+
+def _known_reference(attempt: Attempt, reference: str) -> bool:
+    """The same channel debit seen twice must never be refunded twice."""
+    return reference == attempt.channel_reference or reference in attempt.duplicate_debits
 
 
 def record_finding(recorder: Recorder, command: StatementFinding) -> None:

@@ -62,6 +62,7 @@ class Attempt(Frozen):
     submissions: int = 1
     stuck_flagged: bool = False
     success_event_id: str | None = None
+    channel_reference: str | None = None
     collected_minor: int = 0
     allocations: tuple[Allocation, ...] = ()
     excess_minor: int = 0

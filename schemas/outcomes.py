@@ -23,6 +23,7 @@ class RejectionReason(StrEnum):
        loan_exists            OpenLoan for a loan id already opened
     4. unknown_installment    RequestRepayment names an installment the loan does not have
        unknown_attempt        a channel answer or statement line for an attempt we never started
+                              (or a statement line from another channel than the attempt's)
        unknown_refund         a refund answer for a refund we never started
        stale_business_date    CloseBusinessDay for a date not after the loan's last closed day
     5. loan_closed            every installment is paid: nothing can be requested any more
@@ -32,6 +33,8 @@ class RejectionReason(StrEnum):
     9. attempt_settled        a channel answer for an attempt that is no longer in flight
        attempt_not_succeeded  a reversal or duplicate-debit line for an attempt that did not succeed
        refund_settled         a refund answer for a refund that already ended
+       finding_already_recorded  a duplicate debit whose channel reference is already on our
+                              books (the success's own, or an earlier duplicate): never refund twice
     """
 
     INVALID_COMMAND = "invalid_command"
@@ -49,6 +52,7 @@ class RejectionReason(StrEnum):
     ATTEMPT_SETTLED = "attempt_settled"
     ATTEMPT_NOT_SUCCEEDED = "attempt_not_succeeded"
     REFUND_SETTLED = "refund_settled"
+    FINDING_ALREADY_RECORDED = "finding_already_recorded"
 
 
 class Outcome(WireModel):

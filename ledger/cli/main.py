@@ -61,3 +61,7 @@ def main() -> None:
     except LedgerError as error:
         click.echo(f"error: {error}", err=True)
         sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,248 @@
+"""Integration harness: real `ledger worker` processes on a real broker, and independent checks.
+
+The checks never trust the processors: balances are re-folded from the raw bytes of
+`ledger.events` with the json module alone, and the expected events come from an oracle that runs
+each loan's commands through the pure core in order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from ledger import LoanState, decide, evolve, initial_state
+from schemas.commands import Command
+from schemas.events import encode_event
+from streams.settings import LedgerSettings
+from tests.integration.kafka_helpers import unique
+
+RawRecord = tuple[bytes | None, bytes | None, int, int]  # key, value, partition, offset
+
+
+@dataclass
+class Pipeline:
+    bootstrap: str
+    guarantee: str
+    workdir: Path
+    partitions: int = 4
+    prefix: str = field(default_factory=lambda: unique("it") + ".")
+    workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def settings(self) -> LedgerSettings:
+        return LedgerSettings(
+            bootstrap_servers=self.bootstrap, topic_prefix=self.prefix, partitions=self.partitions
+        )
+
+    def environment(self, name: str) -> dict[str, str]:
+        return os.environ | {
+            "LEDGER_BOOTSTRAP_SERVERS": self.bootstrap,
+            "LEDGER_TOPIC_PREFIX": self.prefix,
+            "LEDGER_PARTITIONS": str(self.partitions),
+            "LEDGER_PROCESSING_GUARANTEE": self.guarantee,
+            "LEDGER_DATA_DIR": str(self.workdir / f"{name}-data"),
+            "LEDGER_LOG_LEVEL": "info",
+        }
+
+    def start_worker(self, name: str = "w1") -> None:
+        log = (self.workdir / f"{name}.log").open("ab")
+        command = [sys.executable, "-m", "ledger.cli.main", "worker"]
+        self.workers[name] = subprocess.Popen(
+            command, env=self.environment(name), stdout=log, stderr=log
+        )
+
+    def signal_worker(self, name: str, signum: int) -> None:
+        process = self.workers[name]
+        process.send_signal(signum)
+        if signum in (signal.SIGKILL, signal.SIGTERM):
+            process.wait(timeout=60)
+
+    def stop(self) -> None:
+        for process in self.workers.values():
+            if process.poll() is None:
+                process.terminate()
+        for process in self.workers.values():
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+    def log_tail(self, lines: int = 60) -> str:
+        tails = []
+        for name in self.workers:
+            text = (self.workdir / f"{name}.log").read_text(errors="replace").splitlines()
+            tails.append(
+                f"--- {name} ---\n"
+                + "\n".join(line for line in text[-lines:] if not line.startswith("%"))
+            )
+        return "\n".join(tails)
+
+    def send(self, commands: Iterable[Command], producer: Producer | None = None) -> int:
+        producer = producer or Producer(self.settings.producer_config())
+        count = 0
+        for command in commands:
+            self.send_raw(producer, command.loan_id.encode(), command.model_dump_json().encode())
+            count += 1
+        producer.flush(60)
+        return count
+
+    def send_raw(self, producer: Producer, key: bytes | None, value: bytes) -> None:
+        while True:
+            try:
+                producer.produce(self.settings.topic("ledger.commands"), key=key, value=value)
+                return
+            except BufferError:
+                producer.poll(0.1)
+
+    def read(self, base_topic: str, until: int = 0, timeout_s: float = 120.0) -> list[RawRecord]:
+        """Every committed record of a topic; waits until at least `until` are there."""
+        return read_topic(
+            self.bootstrap, self.settings.topic(base_topic), self.partitions, until, timeout_s
+        )
+
+    def wait_for_outcomes(
+        self, command_ids: set[str], timeout_s: float = 240.0
+    ) -> dict[str, list[bytes]]:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            outcomes = outcomes_by_command(self.read("ledger.outcomes", timeout_s=5))
+            missing = command_ids - outcomes.keys()
+            if not missing:
+                return outcomes
+            if time.monotonic() > deadline:
+                example = sorted(missing)[:5]
+                raise AssertionError(
+                    f"{len(missing)} commands without outcome, e.g. {example}\n{self.log_tail()}"
+                )
+            time.sleep(1)
+
+    def wait_for_balances(
+        self, expected: dict[str, int], timeout_s: float = 120.0
+    ) -> dict[str, int]:
+        """The balances topic's view once it equals `expected` (or the last view, on timeout)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            published = balances_from_topic(self.read("ledger.balances", timeout_s=5))
+            if published == expected or time.monotonic() > deadline:
+                return published
+            time.sleep(1)
+
+
+def read_topic(
+    bootstrap: str, topic: str, partitions: int, until: int, timeout_s: float
+) -> list[RawRecord]:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": unique("checker"),
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+        }
+    )
+    ends = {
+        p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+        for p in range(partitions)
+    }
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    records: list[RawRecord] = []
+    positions = dict.fromkeys(range(partitions), 0)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            batch = consumer.consume(num_messages=5000, timeout=0.5)
+            for message in batch:
+                partition, offset = message.partition(), message.offset()
+                if message.error() is None and partition is not None and offset is not None:
+                    records.append((message.key(), message.value(), partition, offset))
+                    positions[partition] = offset + 1
+            caught_up = all(positions[p] >= ends[p] or not batch for p in ends)
+            if len(records) >= until and caught_up and not batch:
+                break
+    finally:
+        consumer.close()
+    return records
+
+
+def outcomes_by_command(records: list[RawRecord]) -> dict[str, list[bytes]]:
+    found: dict[str, list[bytes]] = defaultdict(list)
+    for _key, value, _partition, _offset in records:
+        assert value is not None
+        found[json.loads(value)["command_id"]].append(value)
+    return found
+
+
+@dataclass
+class LogFold:
+    """An independent fold of raw `ledger.events` bytes: json only, no ledger code."""
+
+    balances: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    by_seq: dict[tuple[str, int], bytes] = field(default_factory=dict)
+    repeated_identical: int = 0
+    conflicting_repeats: list[tuple[str, int]] = field(default_factory=list)
+
+    def fold(self, records: list[RawRecord]) -> LogFold:
+        for _key, value, _partition, _offset in sorted(records, key=lambda r: (r[2], r[3])):
+            assert value is not None
+            event = json.loads(value)
+            slot = (event["loan_id"], event["seq"])
+            if slot in self.by_seq:
+                if self.by_seq[slot] == value:
+                    self.repeated_identical += 1
+                else:
+                    self.conflicting_repeats.append(slot)
+                continue
+            self.by_seq[slot] = value
+            for posting in event["postings"]:
+                self.balances[posting["debit"]] += posting["amount_minor"]
+                self.balances[posting["credit"]] -= posting["amount_minor"]
+        return self
+
+    def seq_gaps(self) -> list[str]:
+        seqs: dict[str, list[int]] = defaultdict(list)
+        for loan, seq in self.by_seq:
+            seqs[loan].append(seq)
+        return [
+            loan for loan, found in seqs.items() if sorted(found) != list(range(1, len(found) + 1))
+        ]
+
+
+def balances_from_topic(records: list[RawRecord]) -> dict[str, int]:
+    """Latest record per key; shards of a shared account summed into the account."""
+    latest: dict[bytes, dict[str, object]] = {}
+    for key, value, _partition, _offset in sorted(records, key=lambda r: (r[2], r[3])):
+        assert key is not None
+        assert value is not None
+        latest[key] = json.loads(value)
+    totals: dict[str, int] = defaultdict(int)
+    for record in latest.values():
+        balance = record["balance_minor"]
+        assert isinstance(balance, int)
+        totals[str(record["account"])] += balance
+    return dict(totals)
+
+
+def nonzero(balances: dict[str, int]) -> dict[str, int]:
+    return {account: amount for account, amount in balances.items() if amount != 0}
+
+
+def oracle_events(commands: Iterable[Command]) -> dict[tuple[str, int], bytes]:
+    """What the log must hold: each loan's commands decided in order by the pure core."""
+    states: dict[str, LoanState] = {}
+    expected: dict[tuple[str, int], bytes] = {}
+    for command in commands:
+        state = states.get(command.loan_id) or initial_state(command.loan_id)
+        for event in decide(state, command).events:
+            expected[(event.loan_id, event.seq)] = encode_event(event)
+            state = evolve(state, event)
+        states[command.loan_id] = state
+    return expected

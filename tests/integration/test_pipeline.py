@@ -1,0 +1,155 @@
+"""The decider and projector on a real broker, under both processing guarantees.
+
+Every test checks the same things at the end (`assert_converged`): each command has exactly one
+outcome (byte-identical repeats only after a crash), the log holds exactly the oracle's events
+with no seq gap and no conflicting repeat, and the balances topic equals an independent fold of
+the raw log.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Producer
+
+from schemas.commands import Command
+from streams.topics import ensure_topics
+from tests.integration.pipeline import LogFold, Pipeline, oracle_events
+from tests.integration.workload import repayment_cycle
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(params=["at_least_once", "exactly_once"])
+def pipeline(
+    request: pytest.FixtureRequest, kafka_bootstrap: str, tmp_path: Path
+) -> Iterator[Pipeline]:
+    line = Pipeline(kafka_bootstrap, request.param, tmp_path)
+    ensure_topics(line.settings)
+    try:
+        yield line
+    finally:
+        line.stop()
+
+
+def assert_converged(
+    pipeline: Pipeline, commands: list[Command], *, crashed: bool = False
+) -> LogFold:
+    outcomes = pipeline.wait_for_outcomes({c.command_id for c in commands})
+    assert all(len(set(copies)) == 1 for copies in outcomes.values()), "two different outcomes"
+    if not crashed:
+        assert all(len(copies) == 1 for copies in outcomes.values()), "an outcome was repeated"
+    fold = LogFold().fold(pipeline.read("ledger.events"))
+    assert fold.conflicting_repeats == []
+    assert fold.seq_gaps() == []
+    if not crashed:
+        assert fold.repeated_identical == 0
+    assert fold.by_seq == oracle_events(commands), "the log differs from the oracle's events"
+    expected = dict(fold.balances)
+    assert sum(expected.values()) == 0
+    assert pipeline.wait_for_balances(expected) == expected, pipeline.log_tail()
+    return fold
+
+
+def statuses(pipeline: Pipeline) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for _key, value, _p, _o in pipeline.read("ledger.outcomes"):
+        assert value is not None
+        outcome = json.loads(value)
+        label = outcome["reason"] or outcome["status"]
+        counts[label] = counts.get(label, 0) + 1
+    return counts
+
+
+def test_a_thousand_loans_and_five_thousand_commands_balance(pipeline: Pipeline) -> None:
+    commands = repayment_cycle(loans=1000)
+    assert len(commands) == 5000
+    pipeline.start_worker()
+
+    pipeline.send(commands)
+
+    assert_converged(pipeline, commands)
+    assert statuses(pipeline) == {"accepted": 4000, "deduction_in_progress": 1000}
+
+
+def test_worker_killed_five_times_while_commands_flow(pipeline: Pipeline) -> None:
+    commands = repayment_cycle(loans=400, seed=11)
+    rng = random.Random(2026)
+    pipeline.start_worker()
+    sender = threading.Thread(target=_send_slowly, args=(pipeline, commands, 8.0))
+    sender.start()
+    for _ in range(5):
+        time.sleep(rng.uniform(0.5, 2.5))
+        pipeline.signal_worker("w1", signal.SIGKILL)
+        pipeline.start_worker()
+    sender.join()
+
+    assert_converged(pipeline, commands, crashed=True)
+
+
+def test_two_workers_share_partitions_and_one_leaving_changes_nothing(pipeline: Pipeline) -> None:
+    commands = repayment_cycle(loans=300, seed=13)
+    half = len(commands) // 2
+    pipeline.start_worker("w1")
+    pipeline.start_worker("w2")
+    pipeline.send(commands[:half])
+    pipeline.wait_for_outcomes({c.command_id for c in commands[:half]})
+
+    pipeline.signal_worker("w2", signal.SIGTERM)
+    pipeline.send(commands[half:])
+
+    assert_converged(pipeline, commands)
+
+
+def test_one_percent_poison_is_dead_lettered_exactly_and_the_rest_flows(pipeline: Pipeline) -> None:
+    commands = repayment_cycle(loans=400, seed=17)
+    rng = random.Random(5)
+    poison = [_poison(rng, n) for n in range(len(commands) // 100)]
+    pipeline.start_worker()
+    producer = Producer(pipeline.settings.producer_config())
+    slots = set(rng.sample(range(len(commands)), len(poison)))
+    pending = iter(poison)
+    for index, command in enumerate(commands):
+        if index in slots:
+            key, value = next(pending)
+            pipeline.send_raw(producer, key, value)
+        pipeline.send_raw(producer, command.loan_id.encode(), command.model_dump_json().encode())
+    producer.flush(60)
+
+    assert_converged(pipeline, commands)
+    dead = pipeline.read("ledger.dlq", until=len(poison))
+    assert sorted(value or b"" for _k, value, _p, _o in dead) == sorted(
+        value for _k, value in poison
+    )
+    readable = sum(1 for _k, value in poison if value.startswith(b'{"type": "'))
+    assert statuses(pipeline).get("invalid_command", 0) == readable
+
+
+def _send_slowly(pipeline: Pipeline, commands: list[Command], seconds: float) -> None:
+    producer = Producer(pipeline.settings.producer_config())
+    chunk = 50
+    pause = seconds / (len(commands) / chunk)
+    for start in range(0, len(commands), chunk):
+        pipeline.send(commands[start : start + chunk], producer)
+        time.sleep(pause)
+
+
+def _poison(rng: random.Random, n: int) -> tuple[bytes | None, bytes]:
+    """Bad input of several kinds, for a loan that also has valid traffic (key loan-17-00000)."""
+    key = f"loan-17-{rng.randrange(400):05d}".encode()
+    ids = {"command_id": f"poison-{n}", "loan_id": key.decode()}
+    kinds: list[bytes] = [
+        bytes(rng.randrange(256) for _ in range(40)),
+        b'{"type": "OpenLoan", "command_id": ',
+        json.dumps({"type": "RequestRepayment", **ids}).encode(),
+        json.dumps({"type": "Nope", **ids}).encode(),
+        b'{"pad": "' + b"x" * 70_000 + b'"}',
+    ]
+    return key, kinds[n % len(kinds)]
