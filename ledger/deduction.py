@@ -237,11 +237,14 @@ def _fail(
         )
     )
     backup = policy.backup_after(attempt.channel) if command.retriable else None
-    if backup is not None:
+    # A late success of an earlier attempt may have paid meanwhile: never ask the backup
+    # channel for more than is still owed, or the borrower is debited twice for the same money.
+    owed = sum(recorder.state.installments[n - 1].owed_minor for n in attempt.installments)
+    if backup is not None and owed > 0:
         _start_attempt(
             recorder,
             backup,
-            attempt.amount_minor,
+            min(attempt.amount_minor, owed),
             attempt.installments,
             attempt,
             previous_attempt_id=attempt.attempt_id,
