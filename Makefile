@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 KAFKA_HOME ?= .local/kafka
 
-.PHONY: help setup kafka-up kafka-down kafka-status test test-unit lint fmt typecheck schemas demo clean
+.PHONY: help setup kafka-up kafka-down kafka-status up down status test test-unit lint fmt typecheck schemas demo clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -30,6 +30,15 @@ kafka-down: $(STAMP) ## Stop the local Kafka broker (idempotent)
 
 kafka-status: $(STAMP) ## Say whether the local broker is up
 	$(BIN)/python -m streams.localkafka status --home $(KAFKA_HOME)
+
+up: $(STAMP) ## Start broker and workers in the background (LEDGER_WORKERS=n; logs in .local/)
+	$(BIN)/python -m streams.services up
+
+down: $(STAMP) ## Stop workers and broker
+	$(BIN)/python -m streams.services down --workers 8
+
+status: $(STAMP) ## Say what runs
+	$(BIN)/python -m streams.services status
 
 test: $(STAMP) ## Run every test; integration tests start their own broker unless KAFKA_BOOTSTRAP_SERVERS is set
 	$(BIN)/pytest

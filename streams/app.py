@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
 
 from schemas.topics import BALANCES, COMMANDS, DLQ, EVENTS, OUTCOMES
+from streams.continuity import Continuity
 from streams.decider import DeciderPorts, Record, handle_command
 from streams.metrics import Metrics
 from streams.projector import ProjectorPorts, handle_event
 from streams.settings import LedgerSettings
+from streams.watchdog import StallWatch, end_process_after
 
 log = logging.getLogger(__name__)
 RAW: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
@@ -42,14 +45,27 @@ def make_app(settings: LedgerSettings, metrics: Metrics | None = None) -> faust.
         spec.name: app.topic(settings.topic(spec.name), **RAW)
         for spec in (COMMANDS, EVENTS, OUTCOMES, BALANCES, DLQ)
     }
-    _add_decider(app, settings, topics, metrics)
-    _add_projector(app, topics, metrics)
+    processed: dict[tuple[str, int], int] = {}
+    cursors = app.Table("cursors", partitions=settings.partitions)
+    commands_guard = Continuity(cursors, settings, metrics)
+    transactional = settings.processing_guarantee == "exactly_once"
+    events_guard = Continuity(
+        cursors, settings, metrics, marker_tolerance=1 if transactional else 0
+    )
+    _add_decider(app, settings, topics, metrics, processed, commands_guard)
+    _add_projector(app, topics, metrics, processed, events_guard)
     _add_outcome_counter(app, topics)
+    _add_watchdogs(app, settings, metrics, processed)
     return app
 
 
 def _add_decider(
-    app: faust.App, settings: LedgerSettings, topics: dict[str, Any], metrics: Metrics
+    app: faust.App,
+    settings: LedgerSettings,
+    topics: dict[str, Any],
+    metrics: Metrics,
+    processed: dict[tuple[str, int], int],
+    guard: Continuity,
 ) -> None:
     loans = app.Table("loans", partitions=settings.partitions)
     ports = DeciderPorts(
@@ -57,7 +73,6 @@ def _add_decider(
         events=topics[EVENTS.name],
         outcomes=topics[OUTCOMES.name],
         dlq=topics[DLQ.name],
-        producer=app.producer,
         policy=settings.policy(),
         max_message_bytes=settings.max_message_bytes,
         metrics=metrics,
@@ -66,23 +81,33 @@ def _add_decider(
     @app.agent(topics[COMMANDS.name], name="decider")
     async def decider(stream: Any) -> None:
         async for event in stream.events():
-            await handle_command(ports, _record(event.message))
+            record = _record(event.message)
+            await _process_in_order(app, guard, record, lambda r: handle_command(ports, r))
+            processed[(record.topic, record.partition)] = record.offset
 
 
-def _add_projector(app: faust.App, topics: dict[str, Any], metrics: Metrics) -> None:
+def _add_projector(
+    app: faust.App,
+    topics: dict[str, Any],
+    metrics: Metrics,
+    processed: dict[tuple[str, int], int],
+    guard: Continuity,
+) -> None:
     ports = ProjectorPorts(
-        progress=app.Table("projected-seq", default=int),
+        progress=app.Table("projected-seq"),
         balances=app.Table("balances"),
         balance_topic=topics[BALANCES.name],
         dlq=topics[DLQ.name],
-        producer=app.producer,
+        read_back=guard.read_range,
         metrics=metrics,
     )
 
     @app.agent(topics[EVENTS.name], name="projector")
     async def projector(stream: Any) -> None:
         async for event in stream.events():
-            await handle_event(ports, _record(event.message))
+            record = _record(event.message)
+            await _process_in_order(app, guard, record, lambda r: handle_event(ports, r))
+            processed[(record.topic, record.partition)] = record.offset
 
 
 def _add_outcome_counter(app: faust.App, topics: dict[str, Any]) -> None:
@@ -93,6 +118,51 @@ def _add_outcome_counter(app: faust.App, topics: dict[str, Any]) -> None:
     async def watch(stream: Any) -> None:
         async for _outcome in stream:
             pass
+
+
+async def _process_in_order(
+    app: faust.App, guard: Continuity, record: Record, handle: Callable[[Record], Awaitable[None]]
+) -> None:
+    """Handle what faust skipped before `record`, then `record`, each exactly once."""
+    if guard.processed_already(record):
+        return
+    for missed in await guard.skipped_before(record):
+        await handle(missed)
+        guard.advance(missed)
+    await handle(record)
+    guard.advance(record)
+    # Table writes sit in faust's producer buffer; push them out before faust may ack this
+    # record and commit its offset, so a committed offset never runs ahead of the tables
+    # (faust's exactly_once commit does not drain that buffer: robinhood/faust#599 family).
+    await app.producer.buffer.flush()
+
+
+def _add_watchdogs(
+    app: faust.App,
+    settings: LedgerSettings,
+    metrics: Metrics,
+    processed: dict[tuple[str, int], int],
+) -> None:
+    transactional = settings.processing_guarantee == "exactly_once"
+    inputs = {
+        settings.topic(COMMANDS.name): 0,
+        settings.topic(EVENTS.name): 1 if transactional else 0,
+    }
+    stalls = StallWatch(stall_s=settings.stall_s)
+
+    @app.timer(interval=5.0)  # type: ignore[untyped-decorator]  # faust's decorator is untyped
+    async def watch_partitions() -> None:
+        """Lag per assigned partition, and the stall watchdog (streams/watchdog.py)."""
+        for tp in app.consumer.assignment():
+            done = processed.get((tp.topic, tp.partition))
+            lag = app.consumer.highwater(tp) - (done + 1 if done is not None else 0)
+            metrics.lag.labels(topic=tp.topic, partition=str(tp.partition)).set(max(lag, 0))
+        stalls.check(app.consumer, processed, inputs)
+
+    def bound_the_stop(_sender: Any, /, *_args: Any, signal: Any, **_kwargs: Any) -> None:
+        end_process_after(settings.shutdown_grace_s)
+
+    app.on_before_shutdown.connect(bound_the_stop)
 
 
 def _record(message: Any) -> Record:

@@ -48,7 +48,6 @@ class DeciderPorts:
     events: Any  # faust Topic ledger.events
     outcomes: Any  # faust Topic ledger.outcomes
     dlq: Any  # faust Topic ledger.dlq
-    producer: Any  # faust Producer (its buffer holds table changelog writes)
     policy: Policy
     max_message_bytes: int
     metrics: Metrics
@@ -71,16 +70,15 @@ async def handle_command(ports: DeciderPorts, record: Record) -> None:
     #    the events in the log (a crash before this line re-decides into identical bytes).
     for event in decision.events:
         state = evolve(state, event)
-    ports.loans[command.loan_id] = (
-        StoredLoan(offset=record.offset, state=state).model_dump_json().encode()
-    )
-    # 4. Push the changelog write out now, inside this command's transaction: faust's commit
-    #    does not drain the producer buffer under exactly_once (robinhood/faust#599 family).
-    await ports.producer.buffer.flush()
+    stored_now = StoredLoan(offset=record.offset, state=state)
+    ports.loans[command.loan_id] = stored_now.model_dump_json()
     _count(ports.metrics, command, decision.outcome, decision.events)
 
 
 def _load(ports: DeciderPorts, loan_id: str) -> StoredLoan | None:
+    # JSON text (a str): faust's json codec passes bytes through as if already encoded, so
+    # bytes came back as a dict after a changelog recovery, and a dict cannot hold enums for
+    # the strict models. A str round-trips exactly (test_decider_storage.py).
     raw = ports.loans.get(loan_id)
     return None if raw is None else StoredLoan.model_validate_json(raw)
 

@@ -41,6 +41,16 @@ class Metrics:
             "Loans stopped by a seq gap (alert)",
             registry=self.registry,
         )
+        self.repaired = Counter(
+            "ledger_projector_repaired_events_total",
+            "Events of a seq gap read back from the log",
+            registry=self.registry,
+        )
+        self.recovered = Counter(
+            "ledger_skipped_records_recovered_total",
+            "Records faust skipped, read back from Kafka and processed (faust-streaming#216)",
+            registry=self.registry,
+        )
         self.lag = Gauge(
             "ledger_consumer_lag",
             "Records not yet processed",

@@ -28,6 +28,12 @@ class LedgerSettings(BaseSettings):
     max_message_bytes: int = Field(
         default=64 * 1024, ge=1024, description="larger commands are dead-lettered"
     )
+    stall_s: float = Field(
+        default=20.0, gt=0, description="a partition with lag and no progress this long is stuck"
+    )
+    shutdown_grace_s: float = Field(
+        default=20.0, gt=0, description="a graceful stop is ended after this"
+    )
     metrics_port: int = Field(default=0, ge=0, le=65535, description="Prometheus port; 0 = off")
     log_level: Literal["crit", "error", "warn", "info", "debug"] = "warn"
     # Security, passed to every client (faust, confluent-kafka, aiokafka).

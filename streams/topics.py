@@ -7,18 +7,37 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from schemas.topics import ALL_TOPICS, TopicSpec
+from schemas.topics import ALL_TOPICS, CleanupPolicy, TopicSpec
 from streams.errors import LedgerError
 from streams.settings import LedgerSettings
 
+# faust's tables (streams/app.py); their changelogs are created here, before any worker starts:
+# two workers starting together raced to create them, and one crashed reading "0 partitions".
+TABLES = ("loans", "projected-seq", "balances", "cursors")
+
+
+def changelog_specs(settings: LedgerSettings) -> list[TopicSpec]:
+    return [
+        TopicSpec(
+            f"{settings.app_id}-{table}-changelog",
+            "table key",
+            "table value",
+            "faust",
+            -1,
+            cleanup_policy=CleanupPolicy.COMPACT,
+        )
+        for table in TABLES
+    ]
+
 
 def ensure_topics(settings: LedgerSettings, timeout_s: float = 30.0) -> list[str]:
-    """Create whichever contract topics are missing; return the names created. Raises
-    LedgerError when an existing topic has another partition count than the contract needs."""
+    """Create whichever contract and changelog topics are missing; return the names created.
+    Raises LedgerError when an existing topic has another partition count than needed."""
     admin = AdminClient(settings.confluent_config())
     existing = admin.list_topics(timeout=timeout_s).topics
-    missing = [spec for spec in ALL_TOPICS if settings.topic(spec.name) not in existing]
-    _check_partitions(settings, existing)
+    specs = [*ALL_TOPICS, *changelog_specs(settings)]
+    missing = [spec for spec in specs if settings.topic(spec.name) not in existing]
+    _check_partitions(settings, existing, specs)
     if missing:
         futures = admin.create_topics([_new_topic(settings, spec) for spec in missing])
         for future in futures.values():
@@ -40,8 +59,10 @@ def _new_topic(settings: LedgerSettings, spec: TopicSpec) -> NewTopic:
     )
 
 
-def _check_partitions(settings: LedgerSettings, existing: dict[str, Any]) -> None:
-    for spec in ALL_TOPICS:
+def _check_partitions(
+    settings: LedgerSettings, existing: dict[str, Any], specs: list[TopicSpec]
+) -> None:
+    for spec in specs:
         metadata = existing.get(settings.topic(spec.name))
         if metadata is not None and len(metadata.partitions) != settings.partitions:
             raise LedgerError(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -53,6 +54,34 @@ def worker(settings: LedgerSettings) -> None:
     from streams.worker import run_worker
 
     run_worker(settings)
+
+
+@cli.group()
+def channels() -> None:
+    """The payment-channel simulator."""
+
+
+@channels.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8700, show_default=True, type=click.IntRange(1, 65535))
+@click.option(
+    "--seed", default=7, show_default=True, type=int, help="Seed of every channel's fate."
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="JSON SimulatorConfig; default: three channels alpha, beta, gamma.",
+)
+def channels_serve(host: str, port: int, seed: int, config_path: Path | None) -> None:
+    """Serve simulated payment channels over HTTP until stopped."""
+    from streams.channels.config import default_config, load_config
+    from streams.channels.server import run_server
+
+    config = load_config(config_path) if config_path else default_config(seed)
+    click.echo(f"channels {', '.join(config.channels)} on http://{host}:{port}")
+    run_server(host, port, config)
 
 
 def main() -> None:

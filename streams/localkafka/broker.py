@@ -112,7 +112,7 @@ class LocalBroker:
         """Stop the broker (TERM, then KILL after a grace period); harmless when not running."""
         pid = self.running_pid()
         if pid is not None:
-            _terminate(pid)
+            terminate(pid)
         self.pid_file.unlink(missing_ok=True)
 
     def running_pid(self) -> int | None:
@@ -120,7 +120,7 @@ class LocalBroker:
             pid = int(self.pid_file.read_text().strip())
         except (FileNotFoundError, ValueError):
             return None
-        return pid if _alive(pid) else None
+        return pid if alive(pid) else None
 
     def is_ready(self, timeout_s: float = 2.0) -> bool:
         """Ready means the admin API answers with this broker in the metadata, not an open port."""
@@ -188,7 +188,7 @@ class LocalBroker:
             return "(no broker log)"
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -203,15 +203,15 @@ def _alive(pid: int) -> bool:
     return reaped == 0
 
 
-def _terminate(pid: int) -> None:
+def terminate(pid: int) -> None:
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + STOP_TIMEOUT_S
     while time.monotonic() < deadline:
-        if not _alive(pid):
+        if not alive(pid):
             return
         time.sleep(0.2)
     os.kill(pid, signal.SIGKILL)
-    while _alive(pid):
+    while alive(pid):
         time.sleep(0.1)
 
 

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterable
@@ -37,6 +38,10 @@ class Pipeline:
     partitions: int = 4
     prefix: str = field(default_factory=lambda: unique("it") + ".")
     workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    stopped: set[str] = field(default_factory=set)
+    restarts: list[tuple[str, int]] = field(default_factory=list)
+    _supervisor: threading.Thread | None = None
+    _stopping: threading.Event = field(default_factory=threading.Event)
 
     @property
     def settings(self) -> LedgerSettings:
@@ -54,26 +59,47 @@ class Pipeline:
             "LEDGER_LOG_LEVEL": "info",
         }
 
-    def start_worker(self, name: str = "w1") -> None:
+    def start_worker(self, name: str = "w1", **settings: str) -> None:
+        """Start `ledger worker`; `settings` are extra LEDGER_* values (metrics_port="9100")."""
         log = (self.workdir / f"{name}.log").open("ab")
         command = [sys.executable, "-m", "ledger.cli.main", "worker"]
-        self.workers[name] = subprocess.Popen(
-            command, env=self.environment(name), stdout=log, stderr=log
-        )
+        extra = {f"LEDGER_{key.upper()}": value for key, value in settings.items()}
+        environment = self.environment(name) | extra
+        self.workers[name] = subprocess.Popen(command, env=environment, stdout=log, stderr=log)
 
-    def signal_worker(self, name: str, signum: int) -> None:
+    def supervise(self) -> None:
+        """Restart any worker that exits unless a test stopped it, as a process supervisor
+        (systemd, Kubernetes) would; every restart is recorded in `restarts`."""
+
+        def loop() -> None:
+            while not self._stopping.wait(0.5):
+                for name, process in list(self.workers.items()):
+                    code = process.poll()
+                    if code is not None and name not in self.stopped:
+                        self.restarts.append((name, code))
+                        self.start_worker(name)
+
+        self._supervisor = threading.Thread(target=loop, daemon=True)
+        self._supervisor.start()
+
+    def signal_worker(self, name: str, signum: int, *, for_good: bool = False) -> None:
+        if for_good:
+            self.stopped.add(name)
         process = self.workers[name]
         process.send_signal(signum)
         if signum in (signal.SIGKILL, signal.SIGTERM):
-            process.wait(timeout=60)
+            process.wait(timeout=90)
 
     def stop(self) -> None:
+        self._stopping.set()
+        if self._supervisor is not None:
+            self._supervisor.join()
         for process in self.workers.values():
             if process.poll() is None:
                 process.terminate()
         for process in self.workers.values():
             try:
-                process.wait(timeout=60)
+                process.wait(timeout=90)
             except subprocess.TimeoutExpired:
                 process.kill()
 
