@@ -39,6 +39,25 @@ def _count_records(settings: LedgerSettings, base: str) -> int:
     )
 
 
+def _wait_for_balances(settings: LedgerSettings, deadline_s: float) -> bool:
+    """True once ledger.balances equals an independent fold of ledger.events."""
+    from tests.integration.pipeline import LogFold, balances_from_topic, read_topic
+
+    def read(base: str) -> list[tuple[bytes | None, bytes | None, int, int]]:
+        return read_topic(
+            settings.bootstrap_servers, settings.topic(base), settings.partitions, 0, 10
+        )
+
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if balances_from_topic(read("ledger.balances")) == dict(
+            LogFold().fold(read("ledger.events")).balances
+        ):
+            return True
+        time.sleep(1)
+    return False
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--loans", type=int, default=2000)
@@ -82,6 +101,8 @@ def _run(args: argparse.Namespace, bootstrap: str, workdir: Path) -> dict[str, o
     while _count_records(settings, "ledger.outcomes") < len(commands):
         time.sleep(0.5)
     decided = time.monotonic() - started
+    balanced = _wait_for_balances(settings, deadline_s=120.0)
+    balanced_at = time.monotonic() - started if balanced else None
     for worker in workers:
         worker.terminate()
         worker.wait(timeout=120)
@@ -93,6 +114,7 @@ def _run(args: argparse.Namespace, bootstrap: str, workdir: Path) -> dict[str, o
         "send_seconds": round(sent, 2),
         "all_outcomes_seconds": round(decided, 2),
         "commands_per_second": round(len(commands) / decided, 1),
+        "balances_equal_fold_seconds": None if balanced_at is None else round(balanced_at, 2),
         "workdir": str(workdir),
     }
 
