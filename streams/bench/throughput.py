@@ -58,6 +58,20 @@ def _wait_for_balances(settings: LedgerSettings, deadline_s: float) -> bool:
     return False
 
 
+def _clearing_updates_per_shard(settings: LedgerSettings) -> dict[str, int]:
+    """How the hot shared account's balance updates spread over partitions (one per shard)."""
+    from tests.integration.pipeline import read_topic
+
+    counts: dict[str, int] = {}
+    records = read_topic(
+        settings.bootstrap_servers, settings.topic("ledger.balances"), settings.partitions, 0, 10
+    )
+    for key, _value, partition, _offset in records:
+        if key is not None and key.startswith(b"channel:alpha:clearing@"):
+            counts[f"partition {partition}"] = counts.get(f"partition {partition}", 0) + 1
+    return dict(sorted(counts.items()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--loans", type=int, default=2000)
@@ -102,6 +116,7 @@ def _run(args: argparse.Namespace, bootstrap: str, workdir: Path) -> dict[str, o
         time.sleep(0.5)
     decided = time.monotonic() - started
     balanced = _wait_for_balances(settings, deadline_s=120.0)
+    shards = _clearing_updates_per_shard(settings)
     balanced_at = time.monotonic() - started if balanced else None
     for worker in workers:
         worker.terminate()
@@ -115,6 +130,7 @@ def _run(args: argparse.Namespace, bootstrap: str, workdir: Path) -> dict[str, o
         "all_outcomes_seconds": round(decided, 2),
         "commands_per_second": round(len(commands) / decided, 1),
         "balances_equal_fold_seconds": None if balanced_at is None else round(balanced_at, 2),
+        "channel_alpha_clearing_updates_per_shard": shards,
         "workdir": str(workdir),
     }
 
