@@ -1,6 +1,6 @@
 """Run the processors in this process (`ledger worker`) until SIGTERM or Ctrl-C.
 
-`kill -USR1 <pid>` writes the stack of every asyncio task to the log: the way to see what a
+`kill -s RTMIN+1 <pid>` writes the await chain of every asyncio task to the log: how to see what a
 worker that makes no progress is waiting for.
 """
 
@@ -27,7 +27,8 @@ def run_worker(settings: LedgerSettings) -> None:
     metrics = Metrics()
     metrics.serve(settings.metrics_port)
     app = make_app(settings, metrics)
-    signal.signal(signal.SIGUSR1, _dump_tasks)
+    # SIGUSR1 and SIGUSR2 belong to mode (faust), which dumps less: the await chains matter.
+    signal.signal(signal.SIGRTMIN + 1, _dump_tasks)
     # faust's worker reads its own command line; give it one instead of ours.
     sys.argv = ["ledger worker", "worker", "--loglevel", settings.log_level, "--without-web"]
     app.main()
@@ -40,6 +41,17 @@ def _dump_tasks(_signum: int, _frame: FrameType | None) -> None:
         return
     out = io.StringIO()
     for task in tasks:
-        out.write(f"--- {task.get_name()} {task.get_coro()!r}\n")
-        task.print_stack(limit=12, file=out)
+        out.write(f"--- {task.get_name()}\n")
+        for line in _await_chain(task.get_coro()):
+            out.write(f"    {line}\n")
     log.error("asyncio tasks (%d):\n%s", len(tasks), out.getvalue())
+
+
+def _await_chain(awaitable: object, depth: int = 0) -> list[str]:
+    """Where a task waits: each coroutine or generator it awaits, innermost last."""
+    frame = getattr(awaitable, "cr_frame", None) or getattr(awaitable, "gi_frame", None)
+    if frame is None or depth > 40:
+        return [repr(awaitable)[:160]]
+    here = f"{frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}"
+    inner = getattr(awaitable, "cr_await", None) or getattr(awaitable, "gi_yieldfrom", None)
+    return [here, *(_await_chain(inner, depth + 1) if inner is not None else [])]

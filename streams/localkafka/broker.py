@@ -69,8 +69,13 @@ def free_port() -> int:
 
 
 def _cluster_id() -> str:
-    # Kafka's Uuid.toString(): URL-safe base64 of 16 random bytes, without padding.
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    # Kafka's Uuid.toString(): URL-safe base64 of 16 random bytes, without padding. Like
+    # Kafka's Uuid.randomUuid(), never one starting with "-": the storage tool would read it as
+    # an option and refuse to format (seen once in ~30 starts).
+    while True:
+        candidate = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not candidate.startswith("-"):
+            return candidate
 
 
 @dataclass(frozen=True)
