@@ -29,7 +29,7 @@ class LedgerSettings(BaseSettings):
         default=64 * 1024, ge=1024, description="larger commands are dead-lettered"
     )
     stall_s: float = Field(
-        default=20.0, gt=0, description="a partition with lag and no progress this long is stuck"
+        default=120.0, gt=0, description="lag with no progress on a topic this long is a stall"
     )
     shutdown_grace_s: float = Field(
         default=20.0, gt=0, description="a graceful stop is ended after this"
