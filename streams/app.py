@@ -15,7 +15,7 @@ from streams.decider import DeciderPorts, Record, handle_command
 from streams.metrics import Metrics
 from streams.projector import ProjectorPorts, handle_event
 from streams.settings import LedgerSettings
-from streams.watchdog import StallWatch, end_process_after
+from streams.watchdog import StallWatch, end_process_after, lag_of
 
 log = logging.getLogger(__name__)
 RAW: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
@@ -162,9 +162,8 @@ def _add_watchdogs(
     async def watch_partitions() -> None:
         """Lag per assigned partition, and the stall watchdog (streams/watchdog.py)."""
         for tp in app.consumer.assignment():
-            done = processed.get((tp.topic, tp.partition))
-            lag = app.consumer.highwater(tp) - (done + 1 if done is not None else 0)
-            metrics.lag.labels(topic=tp.topic, partition=str(tp.partition)).set(max(lag, 0))
+            lag = lag_of(app.consumer, tp, processed.get((tp.topic, tp.partition)))
+            metrics.lag.labels(topic=tp.topic, partition=str(tp.partition)).set(lag)
         stalls.check(app.consumer, processed, inputs)
 
     def bound_the_stop(_sender: Any, /, *_args: Any, signal: Any, **_kwargs: Any) -> None:

@@ -48,13 +48,19 @@ class StallWatch:
             if self.last_seen.get((tp.topic, tp.partition)) != done:
                 self.last_seen[(tp.topic, tp.partition)] = done
                 self.progress_at[tp.topic] = now
-            lag = consumer.highwater(tp) - (done + 1 if done is not None else 0)
+            lag = lag_of(consumer, tp, done)
             if lag > inputs[tp.topic]:
                 lagging[tp.topic].append((tp, lag))
         for topic, behind in lagging.items():
             since = self.progress_at.setdefault(topic, now)
             if behind and now - since >= self.stall_s:
                 _exit_for_restart(topic, behind, now - since)
+
+
+def lag_of(consumer: Any, tp: Any, done: int | None) -> int:
+    """Records of `tp` not processed yet, `done` being the last offset processed (or None)."""
+    highwater: int = consumer.highwater(tp)
+    return max(highwater - (done + 1 if done is not None else 0), 0)
 
 
 def _exit_for_restart(topic: str, behind: list[tuple[Any, int]], silent_s: float) -> None:

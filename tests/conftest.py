@@ -8,9 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from confluent_kafka.admin import AdminClient
 
-from streams.localkafka import BrokerError, LocalBroker, free_port
+from streams.localkafka import BrokerError, LocalBroker, broker_answers, free_port
 
 NO_BROKER_HELP = (
     "no Kafka broker for the integration tests: set KAFKA_BOOTSTRAP_SERVERS to a running broker, "
@@ -19,14 +18,6 @@ NO_BROKER_HELP = (
 )
 # Confluent's image of Kafka 3.9; testcontainers' KafkaContainer knows how to boot it in KRaft mode.
 TESTCONTAINERS_IMAGE = "confluentinc/cp-kafka:7.9.0"
-
-
-def _reachable(bootstrap: str) -> bool:
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
-    try:
-        return len(admin.list_topics(timeout=10).brokers) > 0
-    except Exception:  # unreachable, whatever the reason
-        return False
 
 
 def _docker_answers() -> bool:
@@ -46,7 +37,7 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A broker address: the one named by the environment, a local jar broker, or Docker."""
     named = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if named:
-        if not _reachable(named):
+        if not broker_answers(named, timeout_s=10):
             pytest.fail(f"KAFKA_BOOTSTRAP_SERVERS={named} does not answer; {NO_BROKER_HELP}")
         yield named
     elif shutil.which("java") and shutil.which("mvn"):

@@ -4,8 +4,16 @@ from streams.localkafka.broker import (
     KAFKA_VERSION,
     BrokerError,
     LocalBroker,
+    broker_answers,
     fetch_jars,
     free_port,
 )
 
-__all__ = ["KAFKA_VERSION", "BrokerError", "LocalBroker", "fetch_jars", "free_port"]
+__all__ = [
+    "KAFKA_VERSION",
+    "BrokerError",
+    "LocalBroker",
+    "broker_answers",
+    "fetch_jars",
+    "free_port",
+]

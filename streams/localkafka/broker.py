@@ -128,16 +128,7 @@ class LocalBroker:
         return pid if alive(pid) else None
 
     def is_ready(self, timeout_s: float = 2.0) -> bool:
-        """Ready means the admin API answers with this broker in the metadata, not an open port."""
-        # log_level 0: "connection refused" while the broker boots is expected, not worth a line.
-        admin = AdminClient(
-            {"bootstrap.servers": self.bootstrap, "socket.timeout.ms": 2000, "log_level": 0}
-        )
-        try:
-            metadata = admin.list_topics(timeout=timeout_s)
-        except Exception:  # any failure just means "not ready yet"
-            return False
-        return len(metadata.brokers) > 0
+        return broker_answers(self.bootstrap, timeout_s)
 
     def _write_configs(self) -> Path:
         data = self.home / "data"
@@ -191,6 +182,17 @@ class LocalBroker:
             return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
         except FileNotFoundError:
             return "(no broker log)"
+
+
+def broker_answers(bootstrap: str, timeout_s: float = 2.0) -> bool:
+    """Ready means the admin API answers with a broker in the metadata, not an open port."""
+    # log_level 0: "connection refused" while a broker boots is expected, not worth a line.
+    admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 2000, "log_level": 0})
+    try:
+        metadata = admin.list_topics(timeout=timeout_s)
+    except Exception:  # any failure just means "not ready yet"
+        return False
+    return len(metadata.brokers) > 0
 
 
 def alive(pid: int) -> bool:
