@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 KAFKA_HOME ?= .local/kafka
 
-.PHONY: help setup kafka-up kafka-down kafka-status up down status test test-unit lint fmt typecheck schemas demo clean
+.PHONY: help setup kafka-up kafka-down kafka-status up down status test test-unit lint fmt typecheck schemas demo bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -61,10 +61,11 @@ fmt: $(STAMP) ## Format and auto-fix with ruff
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-demo: kafka-up ## The demo (not built yet: see README)
-	@echo "The demo scenario is not built yet (it lands with the CLI work)."
-	@echo "The broker is up at 127.0.0.1:9092; 'make kafka-down' stops it."
-	@exit 2
+bench: setup ## Benchmarks against raw Kafka in the same run (table + .local/bench/bench.json)
+	$(BIN)/python -m streams.bench --out .local/bench/bench.json
+
+demo: setup ## The demo: broker, processors, channels, a month of repayments, checks, report
+	$(BIN)/python -m streams.demo
 
 clean: kafka-down ## Stop the broker and delete local data (keeps the jar cache)
 	rm -rf .local .pytest_cache .mypy_cache .ruff_cache

@@ -18,3 +18,16 @@ def fold_balances(postings: Iterable[Posting]) -> dict[str, int]:
     balances: dict[str, int] = {}
     apply_postings(balances, postings)
     return balances
+
+
+def paid_by_card(loan_id: str, postings: Iterable[Posting]) -> int:
+    """Net money the loan's card paid through the channels: every posting from a channel's
+    clearing account into the loan's accounts, minus every one back (reversals, refunds)."""
+    own = f"loan:{loan_id}:"
+    net = 0
+    for posting in postings:
+        if posting.debit.startswith("channel:") and posting.credit.startswith(own):
+            net += posting.amount_minor
+        elif posting.credit.startswith("channel:") and posting.debit.startswith(own):
+            net -= posting.amount_minor
+    return net

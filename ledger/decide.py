@@ -27,6 +27,7 @@ from schemas.commands import (
     ReportRefundFailure,
     ReportRefundSuccess,
     ReportReversal,
+    ReportStatementDiscrepancy,
     ReportSubmission,
     ReportUnrecordedSuccess,
     RequestRepayment,
@@ -74,7 +75,12 @@ def refusal(state: LoanState, command: Command) -> RejectionReason | None:
             return deduction.request_refusal(state, command)
         case CloseBusinessDay():
             return business_day.refusal(state, command)
-        case ReportReversal() | ReportDuplicateDebit() | ReportUnrecordedSuccess():
+        case (
+            ReportReversal()
+            | ReportDuplicateDebit()
+            | ReportUnrecordedSuccess()
+            | ReportStatementDiscrepancy()
+        ):
             return reconciliation.finding_refusal(state, command)
         case ReportRefundSuccess() | ReportRefundFailure():
             return reconciliation.refund_refusal(state, command)
@@ -100,7 +106,12 @@ def _execute(recorder: Recorder, command: Command, policy: Policy) -> None:
             | FlagStuckAttempt()
         ):
             deduction.record_answer(recorder, command, policy)
-        case ReportReversal() | ReportDuplicateDebit() | ReportUnrecordedSuccess():
+        case (
+            ReportReversal()
+            | ReportDuplicateDebit()
+            | ReportUnrecordedSuccess()
+            | ReportStatementDiscrepancy()
+        ):
             reconciliation.record_finding(recorder, command)
         case ReportRefundSuccess() | ReportRefundFailure():
             reconciliation.record_refund_answer(recorder, command)

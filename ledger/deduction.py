@@ -96,6 +96,8 @@ def _start_attempt(
             requested_by=request.requested_by,
             debit_account_ref=terms.debit_account_ref,
             previous_attempt_id=previous_attempt_id,
+            currency=terms.currency,
+            business_date=recorder.state.business_date or recorder.issued_at.date(),
         )
     )
 
@@ -196,6 +198,7 @@ def start_refund(recorder: Recorder, attempt: Attempt, amount_minor: int) -> Non
             order_id=attempt.order_id,
             amount_minor=amount_minor,
             debit_account_ref=terms.debit_account_ref,
+            currency=terms.currency,
         )
     )
 

@@ -137,6 +137,7 @@ def _started(state: LoanState, event: DeductionStarted) -> LoanState:
         source=event.source,
         requested_by=event.requested_by,
         started_at=event.occurred_at,
+        business_date=event.business_date,
     )
     return state.model_copy(update={"attempts": (*state.attempts, attempt)})
 

@@ -12,10 +12,17 @@ from schemas.commands import (
     ReportDuplicateDebit,
     ReportRefundSuccess,
     ReportReversal,
+    ReportStatementDiscrepancy,
     ReportUnrecordedSuccess,
     StatementFinding,
 )
-from schemas.events import DeductionReversed, DuplicateDebitRecorded, RefundFailed, RefundSucceeded
+from schemas.events import (
+    DeductionReversed,
+    DuplicateDebitRecorded,
+    RefundFailed,
+    RefundSucceeded,
+    StatementDiscrepancyFound,
+)
 from schemas.outcomes import RejectionReason
 
 COLLECTED = (AttemptStatus.SUCCEEDED, AttemptStatus.REVERSED)
@@ -50,6 +57,17 @@ def record_finding(recorder: Recorder, command: StatementFinding) -> None:
             _reverse(recorder, attempt)
         case ReportDuplicateDebit():
             _duplicate_debit(recorder, attempt, command)
+        case ReportStatementDiscrepancy():
+            recorder.emit(
+                StatementDiscrepancyFound(
+                    **recorder.envelope(),
+                    attempt_id=attempt.attempt_id,
+                    order_id=attempt.order_id,
+                    kind=command.kind,
+                    statement_date=command.statement_date,
+                    detail=command.detail,
+                )
+            )
         case ReportUnrecordedSuccess():
             succeed(
                 recorder,

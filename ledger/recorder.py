@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 from ledger import identity
@@ -42,6 +43,10 @@ class Recorder:
     @property
     def command_id(self) -> str:
         return self._command.command_id
+
+    @property
+    def issued_at(self) -> datetime:
+        return self._command.issued_at
 
     @property
     def currency(self) -> str:

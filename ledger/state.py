@@ -58,6 +58,7 @@ class Attempt(Frozen):
     source: Source
     requested_by: str
     started_at: datetime
+    business_date: date | None = None
     status: AttemptStatus = AttemptStatus.DEDUCTING
     submissions: int = 1
     stuck_flagged: bool = False

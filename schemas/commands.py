@@ -164,6 +164,20 @@ class ReportUnrecordedSuccess(StatementCommand):
     amount_minor: AmountMinor
 
 
+class DiscrepancyKind(StrEnum):
+    MISSING_FROM_STATEMENT = "missing_from_statement"
+    AMOUNT_MISMATCH = "amount_mismatch"
+
+
+class ReportStatementDiscrepancy(StatementCommand):
+    """A difference with no money to move: our success is on no statement of the day, the one
+    before or the one after; or the statement shows another amount than we collected."""
+
+    type: Literal["ReportStatementDiscrepancy"] = "ReportStatementDiscrepancy"
+    kind: DiscrepancyKind
+    detail: ShortText
+
+
 # ---- internal: refund answers (sent by the gateway) ----------------------------------------
 
 
@@ -190,7 +204,9 @@ ChannelAnswer = (
     | ReportOrderNotFound
     | ReportOutcomeUnknown
 )
-StatementFinding = ReportReversal | ReportDuplicateDebit | ReportUnrecordedSuccess
+StatementFinding = (
+    ReportReversal | ReportDuplicateDebit | ReportUnrecordedSuccess | ReportStatementDiscrepancy
+)
 RefundAnswer = ReportRefundSuccess | ReportRefundFailure
 
 Command = Annotated[

@@ -26,7 +26,7 @@ from schemas.base import (
     ShortText,
     WireModel,
 )
-from schemas.commands import RepaymentMethod, Source
+from schemas.commands import DiscrepancyKind, RepaymentMethod, Source
 
 
 class Posting(WireModel):
@@ -148,6 +148,12 @@ class DeductionStarted(EventBase):
     requested_by: Identifier
     debit_account_ref: Identifier
     previous_attempt_id: Identifier | None = None
+    # Added after the first release, hence optional: the decider always fills them in; the
+    # gateway needs both for the channel call, and reconciliation matches on the business date.
+    currency: Currency | None = None
+    business_date: date | None = Field(
+        default=None, description="the loan's business date when the attempt started"
+    )
 
 
 class AttemptEvent(EventBase):
@@ -217,6 +223,16 @@ class DuplicateDebitRecorded(AttemptEvent):
     amount_minor: AmountMinor
 
 
+class StatementDiscrepancyFound(AttemptEvent):
+    """Reconciliation saw a difference no compensation can settle: an operator must look."""
+
+    type: Literal["StatementDiscrepancyFound"] = "StatementDiscrepancyFound"
+    order_id: Identifier
+    kind: DiscrepancyKind
+    statement_date: date
+    detail: ShortText
+
+
 class RefundStarted(EventBase):
     type: Literal["RefundStarted"] = "RefundStarted"
     refund_id: Identifier
@@ -224,6 +240,7 @@ class RefundStarted(EventBase):
     order_id: Identifier
     amount_minor: AmountMinor
     debit_account_ref: Identifier
+    currency: Currency | None = None  # optional for the same reason as DeductionStarted's
 
 
 class RefundSucceeded(EventBase):
@@ -257,6 +274,7 @@ Event = Annotated[
     | DeductionFailed
     | DeductionReversed
     | DuplicateDebitRecorded
+    | StatementDiscrepancyFound
     | RefundStarted
     | RefundSucceeded
     | RefundFailed,

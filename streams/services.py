@@ -60,7 +60,10 @@ class Service:
 def services(workers: int) -> list[Service]:
     ledger = str(Path(sys.executable).with_name("ledger"))
     simulator = Service("channels", (ledger, "channels", "serve"))
-    return [simulator, *(Service(f"worker-{n}", (ledger, "worker")) for n in range(1, workers + 1))]
+    gateway = Service("gateway", (ledger, "gateway"))
+    reconciler = Service("reconciler", (ledger, "reconcile", "--every", "300"))
+    workers_ = [Service(f"worker-{n}", (ledger, "worker")) for n in range(1, workers + 1)]
+    return [simulator, *workers_, gateway, reconciler]
 
 
 def main(argv: list[str] | None = None) -> int:

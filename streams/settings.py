@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import ssl
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr
@@ -42,6 +44,27 @@ class LedgerSettings(BaseSettings):
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
     ssl_cafile: str | None = None
+    # The gateway and the channels (DESIGN section 7).
+    channels_url: str = Field(
+        default="http://127.0.0.1:8700", description="base URL of the payment channels' HTTP API"
+    )
+    channel_call_timeout_s: float = Field(
+        default=5.0, gt=0, description="a channel call unanswered this long is 'outcome unknown'"
+    )
+    gateway_concurrency: int = Field(
+        default=64, ge=1, description="channel calls the gateway has in flight at most"
+    )
+    poll_initial_s: float = Field(default=0.2, gt=0, description="first wait before a poll")
+    poll_max_s: float = Field(default=30.0, gt=0, description="longest wait between two polls")
+    sweep_interval_s: float = Field(
+        default=180.0, gt=0, description="how often the sweeper and the stuck check run"
+    )
+    takeover_age_s: float = Field(
+        default=180.0, gt=0, description="open work idle this long is resumed by the sweeper"
+    )
+    stuck_alert_age_s: float = Field(
+        default=3600.0, gt=0, description="an attempt in flight this long raises the stuck alert"
+    )
     # Business policy (ledger.policy.Policy).
     channels: tuple[str, ...] = ("alpha", "beta")
     grace_days: int = Field(default=3, ge=0)
@@ -70,6 +93,9 @@ class LedgerSettings(BaseSettings):
         config: dict[str, Any] = {
             "bootstrap.servers": self.bootstrap_servers,
             "security.protocol": self.security_protocol,
+            # Through Python logging, so a command line can keep retries off the terminal and
+            # say in one line what is wrong instead.
+            "logger": logging.getLogger("librdkafka"),
         }
         if self.sasl_mechanism:
             config["sasl.mechanism"] = self.sasl_mechanism
@@ -79,6 +105,22 @@ class LedgerSettings(BaseSettings):
             )
         if self.ssl_cafile:
             config["ssl.ca.location"] = self.ssl_cafile
+        return config
+
+    def aiokafka_config(self) -> dict[str, Any]:
+        """Connection and security settings for an aiokafka consumer or producer."""
+        config: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers,
+            "security_protocol": self.security_protocol,
+        }
+        if self.sasl_mechanism:
+            config["sasl_mechanism"] = self.sasl_mechanism
+            config["sasl_plain_username"] = self.sasl_username or ""
+            config["sasl_plain_password"] = (
+                self.sasl_password.get_secret_value() if self.sasl_password else ""
+            )
+        if self.security_protocol in ("SSL", "SASL_SSL"):
+            config["ssl_context"] = ssl.create_default_context(cafile=self.ssl_cafile)
         return config
 
     def producer_config(self) -> dict[str, Any]:

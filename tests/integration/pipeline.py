@@ -38,6 +38,7 @@ class Pipeline:
     partitions: int = 4
     prefix: str = field(default_factory=lambda: unique("it") + ".")
     workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    launches: dict[str, tuple[tuple[str, ...], dict[str, str]]] = field(default_factory=dict)
     stopped: set[str] = field(default_factory=set)
     restarts: list[tuple[str, int]] = field(default_factory=list)
     _supervisor: threading.Thread | None = None
@@ -61,11 +62,21 @@ class Pipeline:
 
     def start_worker(self, name: str = "w1", **settings: str) -> None:
         """Start `ledger worker`; `settings` are extra LEDGER_* values (metrics_port="9100")."""
+        self.start_process(name, ("worker",), **settings)
+
+    def start_process(self, name: str, arguments: tuple[str, ...], **settings: str) -> None:
+        """Start `ledger <arguments>` under supervision, e.g. ("gateway",)."""
+        self.launches[name] = (arguments, settings)
         log = (self.workdir / f"{name}.log").open("ab")
-        command = [sys.executable, "-m", "ledger.cli.main", "worker"]
+        command = [sys.executable, "-m", "ledger.cli.main", *arguments]
         extra = {f"LEDGER_{key.upper()}": value for key, value in settings.items()}
         environment = self.environment(name) | extra
         self.workers[name] = subprocess.Popen(command, env=environment, stdout=log, stderr=log)
+
+    def restart(self, name: str) -> None:
+        arguments, settings = self.launches[name]
+        self.stopped.discard(name)
+        self.start_process(name, arguments, **settings)
 
     def supervise(self) -> None:
         """Restart any worker that exits unless a test stopped it, as a process supervisor
@@ -77,7 +88,7 @@ class Pipeline:
                     code = process.poll()
                     if code is not None and name not in self.stopped:
                         self.restarts.append((name, code))
-                        self.start_worker(name)
+                        self.restart(name)
 
         self._supervisor = threading.Thread(target=loop, daemon=True)
         self._supervisor.start()

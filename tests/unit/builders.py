@@ -14,6 +14,7 @@ from ledger.identity import event_id, payload_hash
 from schemas.commands import (
     CloseBusinessDay,
     Command,
+    DiscrepancyKind,
     FlagStuckAttempt,
     OpenLoan,
     RepaymentMethod,
@@ -26,6 +27,7 @@ from schemas.commands import (
     ReportRefundFailure,
     ReportRefundSuccess,
     ReportReversal,
+    ReportStatementDiscrepancy,
     ReportSubmission,
     ReportUnrecordedSuccess,
     RequestRepayment,
@@ -228,6 +230,19 @@ def unrecorded_success(
         command_id=command_id, loan_id=loan_id, issued_at=at(1440), order_id=order_id,
         channel=channel, statement_date=STATEMENT_DATE, channel_reference=reference,
         amount_minor=amount_minor,
+    )  # fmt: skip
+
+
+def discrepancy(
+    command_id: str,
+    order_id: str,
+    kind: DiscrepancyKind = DiscrepancyKind.MISSING_FROM_STATEMENT,
+    channel: str = "alpha",
+    loan_id: str = LOAN,
+) -> ReportStatementDiscrepancy:
+    return ReportStatementDiscrepancy(
+        command_id=command_id, loan_id=loan_id, issued_at=at(1440), order_id=order_id,
+        channel=channel, statement_date=STATEMENT_DATE, kind=kind, detail="on no statement",
     )  # fmt: skip
 
 

@@ -76,7 +76,8 @@ def started_body(amount: int, installments: tuple[int, ...], **overrides: Any) -
     fields: dict[str, Any] = {
         "attempt_id": ATTEMPT, "order_id": ATTEMPT, "channel": "alpha", "amount_minor": amount,
         "installments": installments, "source": Source.APP, "requested_by": "app-user",
-        "debit_account_ref": "B1", "previous_attempt_id": None,
+        "debit_account_ref": "B1", "previous_attempt_id": None, "currency": "CNY",
+        "business_date": FIRST_DUE,
     }  # fmt: skip
     if "attempt_id" in overrides:
         overrides.setdefault("order_id", overrides["attempt_id"])
@@ -132,7 +133,9 @@ def test_a_request_starts_a_deduction_for_everything_due_with_no_postings() -> N
 def test_everything_due_includes_every_installment_that_fell_due_and_its_late_fee() -> None:
     state, command = given(small_loan(), close_day(date(2026, 3, 1))), request("r1")
     assert when(state, command).events == expected(
-        state, command, started_body(103_500 + 5_150 + 102_500, (1, 2))
+        state,
+        command,
+        started_body(103_500 + 5_150 + 102_500, (1, 2), business_date=date(2026, 3, 1)),
     )
 
 
@@ -248,7 +251,7 @@ def test_excess_goes_to_overpayment_and_starts_a_refund() -> None:
     state, command = deducting(), success("s1", ATTEMPT, 104_000)
     refund: Body = (RefundStarted, {
         "refund_id": refund_id(LOAN, "s1", 1), "channel": "alpha", "order_id": ATTEMPT,
-        "amount_minor": 500, "debit_account_ref": "B1",
+        "amount_minor": 500, "debit_account_ref": "B1", "currency": "CNY",
     })  # fmt: skip
     assert when(state, command).events == expected(
         state, command,

@@ -33,6 +33,7 @@ from ledger.state import AttemptStatus, RefundStatus
 from schemas.commands import (
     CloseBusinessDay,
     Command,
+    DiscrepancyKind,
     FlagStuckAttempt,
     OpenLoan,
     RepaymentMethod,
@@ -45,6 +46,7 @@ from schemas.commands import (
     ReportRefundFailure,
     ReportRefundSuccess,
     ReportReversal,
+    ReportStatementDiscrepancy,
     ReportSubmission,
     ReportUnrecordedSuccess,
     RequestRepayment,
@@ -90,6 +92,7 @@ FINDING_TARGETS = {
     "reversal": (AttemptStatus.SUCCEEDED,),
     "duplicate_debit": (AttemptStatus.SUCCEEDED, AttemptStatus.REVERSED),
     "unrecorded_success": (AttemptStatus.DEDUCTING, AttemptStatus.FAILED),
+    "discrepancy": tuple(AttemptStatus),
 }
 
 
@@ -273,7 +276,12 @@ class LedgerMachine(RuleBasedStateMachine):
                 return refused(RejectionReason.STALE_BUSINESS_DATE) if stale else ACCEPTED
             case RequestRepayment():
                 return self.expect_request(run, command)
-            case ReportReversal() | ReportDuplicateDebit() | ReportUnrecordedSuccess():
+            case (
+                ReportReversal()
+                | ReportDuplicateDebit()
+                | ReportUnrecordedSuccess()
+                | ReportStatementDiscrepancy()
+            ):
                 return self.expect_finding(run, command)
             case ReportRefundSuccess() | ReportRefundFailure():
                 refund = run.refunds.get(command.refund_id)
@@ -307,7 +315,12 @@ class LedgerMachine(RuleBasedStateMachine):
         return ACCEPTED
 
     def expect_finding(
-        self, run: LoanRun, command: ReportReversal | ReportDuplicateDebit | ReportUnrecordedSuccess
+        self,
+        run: LoanRun,
+        command: ReportReversal
+        | ReportDuplicateDebit
+        | ReportUnrecordedSuccess
+        | ReportStatementDiscrepancy,
     ) -> Expected:
         attempt = run.order(command.order_id)
         if attempt is None or attempt.channel != command.channel:
@@ -549,6 +562,9 @@ class LedgerMachine(RuleBasedStateMachine):
             # Sometimes the success's own reference ("ref", "stmt") or an earlier duplicate's.
             reference = data.draw(st.sampled_from(["dup-1", "dup-2", "ref", "stmt"]))
             command = ReportDuplicateDebit(**base, channel_reference=reference, amount_minor=extra)
+        elif kind == "discrepancy":
+            found = data.draw(st.sampled_from(DiscrepancyKind))
+            command = ReportStatementDiscrepancy(**base, kind=found, detail="seen by the test")
         else:
             amounts = st.just(attempt.amount_minor) | st.integers(1, 2 * attempt.amount_minor)
             paid = data.draw(amounts, label="statement amount")

@@ -159,7 +159,7 @@ def test_a_duplicate_debit_moves_the_money_to_overpayment_and_starts_a_refund() 
     })  # fmt: skip
     refund: Body = (RefundStarted, {
         "refund_id": DUPLICATE_REFUND, "channel": "alpha", "order_id": ATTEMPT,
-        "amount_minor": 103_500, "debit_account_ref": "B1",
+        "amount_minor": 103_500, "debit_account_ref": "B1", "currency": "CNY",
     })  # fmt: skip
     assert when(state, command).events == expected(state, command, recorded, refund)
 

@@ -44,6 +44,7 @@ from tests.unit.builders import (
     LOAN,
     at,
     close_day,
+    discrepancy,
     duplicate_debit,
     failure,
     fold,
@@ -340,7 +341,7 @@ def test_what_the_ledger_produces_round_trips(log: Log) -> None:
 
 
 def test_every_event_type_round_trips() -> None:
-    """One scripted history that produces each of the 19 event types at least once."""
+    """One scripted history that produces each of the 20 event types at least once."""
     log = Log()
     log.send(open_loan(fee_per_installment_minor=500, term_months=3))
     log.send(close_day(date(2026, 2, 1), "d1"))  # fell due, auto-debit due
@@ -363,6 +364,7 @@ def test_every_event_type_round_trips() -> None:
     log.send(refund_failure("a10", last_refund_id(log.state)))
     log.send(reversal("a11", backup, channel="beta"))
     log.send(unrecorded_success("a12", first, 1_000, channel="alpha"))
+    log.send(discrepancy("a13", first, channel="alpha"))
 
     assert all(outcome.status == "accepted" for outcome in log.outcomes), log.outcomes
     every_type = {get_args(kind.model_fields["type"].annotation)[0] for kind in EVENT_TYPES}

@@ -1,0 +1,222 @@
+"""Harness for the deduction saga: worker, channel simulator and gateway as real processes.
+
+Every check reads what really happened twice: the ledger's log (raw JSON, no ledger code) and the
+simulator's ground truth (what each card was actually charged, reversed and refunded).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import urllib.request
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any, TypeVar
+
+from schemas.commands import Command
+from streams.channels.client import ChannelClient
+from streams.channels.config import ChannelBehaviour, SimulatorConfig
+from streams.channels.simulator import AccountTruth, GroundTruth
+from streams.localkafka import free_port
+from tests.integration.pipeline import LogFold, Pipeline, balances_from_topic, outcomes_by_command
+
+T = TypeVar("T")
+Event = dict[str, Any]
+
+# Scaled down from 3 min / 3 min / 1 h so that a test sees the sweeper and the alert act.
+GATEWAY_SETTINGS = {
+    "sweep_interval_s": "1",
+    "takeover_age_s": "4",
+    "stuck_alert_age_s": "8",
+    "poll_initial_s": "0.1",
+    "poll_max_s": "1",
+    "channel_call_timeout_s": "2",
+}
+QUIET = ChannelBehaviour()  # every debit succeeds at once
+
+
+@dataclass
+class Saga:
+    pipeline: Pipeline
+    channels_url: str
+    gateway_metrics_port: int
+
+    @classmethod
+    def start(
+        cls, pipeline: Pipeline, seed: int = 11, gateway: dict[str, str] | None = None
+    ) -> Saga:
+        port, metrics_port = free_port(), free_port()
+        config = SimulatorConfig(seed=seed, channels={"alpha": QUIET, "beta": QUIET})
+        config_file = pipeline.workdir / "channels.json"
+        config_file.write_text(config.model_dump_json())
+        saga = cls(pipeline, f"http://127.0.0.1:{port}", metrics_port)
+        pipeline.start_process(
+            "channels", ("channels", "serve", "--port", str(port), "--config", str(config_file))
+        )
+        saga.wait_for_channels()
+        pipeline.start_worker("w1")
+        pipeline.start_process(
+            "gateway",
+            ("gateway",),
+            channels_url=saga.channels_url,
+            metrics_port=str(metrics_port),
+            **(GATEWAY_SETTINGS | (gateway or {})),
+        )
+        pipeline.supervise()
+        return saga
+
+    # ---- the channels ------------------------------------------------------------------------
+
+    def call(self, action: Callable[[ChannelClient], Awaitable[T]]) -> T:
+        async def run() -> T:
+            async with ChannelClient(self.channels_url, timeout_s=10) as client:
+                return await action(client)
+
+        return asyncio.run(run())
+
+    def wait_for_channels(self, timeout_s: float = 30) -> None:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                self.call(lambda client: client.health())
+                return
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    def behave(self, channel: str, **fields: Any) -> None:
+        behaviour = ChannelBehaviour(**fields)
+        self.call(lambda client: client.set_behaviour(channel, behaviour))
+
+    def truth(self) -> GroundTruth:
+        return self.call(lambda client: client.ground_truth())
+
+    def card(self, account_ref: str) -> AccountTruth:
+        return self.truth().accounts.get(account_ref, AccountTruth())
+
+    # ---- the ledger --------------------------------------------------------------------------
+
+    def send(self, *commands: Command) -> None:
+        self.pipeline.send(commands)
+
+    def outcomes(self, *command_ids: str, timeout_s: float = 60) -> dict[str, dict[str, Any]]:
+        found = self.pipeline.wait_for_outcomes(set(command_ids), timeout_s=timeout_s)
+        return {command_id: json.loads(found[command_id][0]) for command_id in command_ids}
+
+    def events(self, loan_id: str) -> list[Event]:
+        records = self.pipeline.read("ledger.events", timeout_s=5)
+        mine = [
+            json.loads(value)
+            for key, value, _p, _o in records
+            if key == loan_id.encode() and value is not None
+        ]
+        unique = {event["seq"]: event for event in mine}
+        return [unique[seq] for seq in sorted(unique)]
+
+    def wait_events(
+        self, loan_id: str, done: Callable[[list[Event]], bool], timeout_s: float = 60
+    ) -> list[Event]:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            events = self.events(loan_id)
+            if done(events):
+                return events
+            if time.monotonic() > deadline:
+                kinds = [event["type"] for event in events]
+                raise AssertionError(f"{loan_id}: {kinds}\n{self.pipeline.log_tail()}")
+            time.sleep(0.5)
+
+    def gateway_metric(self, name: str) -> float:
+        url = f"http://127.0.0.1:{self.gateway_metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            text = answer.read().decode()
+        values = [
+            float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " ")
+        ]
+        return sum(values)
+
+    def reconcile(self, channel: str, business_date: date) -> dict[str, Any]:
+        """`ledger reconcile --json` as an operator would run it."""
+        import subprocess
+        import sys
+
+        environment = self.pipeline.environment("reconcile") | {
+            "LEDGER_CHANNELS_URL": self.channels_url
+        }
+        command = [sys.executable, "-m", "ledger.cli.main", "reconcile", "--channel", channel]
+        command += ["--date", business_date.isoformat(), "--json"]
+        done = subprocess.run(command, env=environment, capture_output=True, timeout=120)
+        assert done.returncode == 0, done.stderr.decode()
+        result: dict[str, Any] = json.loads(done.stdout)
+        return result
+
+    # ---- the checks ----------------------------------------------------------------------
+
+    def assert_books(self, timeout_s: float = 60) -> LogFold:
+        """The whole log: no seq gap, no conflicting repeat, sum 0, balances topic = the fold."""
+        fold = LogFold().fold(self.pipeline.read("ledger.events"))
+        assert fold.conflicting_repeats == []
+        assert fold.seq_gaps() == []
+        expected = dict(fold.balances)
+        assert sum(expected.values()) == 0
+        assert self.pipeline.wait_for_balances(expected, timeout_s) == expected
+        return fold
+
+
+def collected_from_card(events: list[Event], loan_id: str) -> int:
+    """What the ledger says the loan's card paid, net: clearing -> loan minus loan -> clearing."""
+    net = 0
+    for event in events:
+        for posting in event["postings"]:
+            into_loan = posting["credit"].startswith(f"loan:{loan_id}:")
+            out_of_loan = posting["debit"].startswith(f"loan:{loan_id}:")
+            if posting["debit"].startswith("channel:") and into_loan:
+                net += posting["amount_minor"]
+            if posting["credit"].startswith("channel:") and out_of_loan:
+                net -= posting["amount_minor"]
+    return net
+
+
+def card_net(truth: AccountTruth) -> int:
+    return truth.charged_minor - truth.reversed_minor - truth.refunded_minor
+
+
+def of_type(events: list[Event], kind: str) -> list[Event]:
+    return [event for event in events if event["type"] == kind]
+
+
+def outcome_statuses(outcomes: dict[str, dict[str, Any]]) -> list[tuple[str, str | None]]:
+    return sorted((o["status"], o.get("reason")) for o in outcomes.values())
+
+
+def read_outcomes(pipeline: Pipeline) -> dict[str, list[bytes]]:
+    return outcomes_by_command(pipeline.read("ledger.outcomes", timeout_s=5))
+
+
+def published_balances(pipeline: Pipeline) -> dict[str, int]:
+    return balances_from_topic(pipeline.read("ledger.balances", timeout_s=5))
+
+
+def workdir_file(pipeline: Pipeline, name: str) -> Path:
+    return pipeline.workdir / name
+
+
+def saga_fixture(
+    guarantee: str,
+    bootstrap: str,
+    workdir: Path,
+    gateway: dict[str, str] | None = None,
+) -> Iterator[Saga]:
+    """The body of a module fixture: the processes up for the module, down at its end."""
+    from streams.topics import ensure_topics
+
+    pipeline = Pipeline(bootstrap, guarantee, workdir)
+    ensure_topics(pipeline.settings)
+    try:
+        yield Saga.start(pipeline, gateway=gateway)
+    finally:
+        pipeline.stop()
