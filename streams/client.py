@@ -22,6 +22,7 @@ from schemas.outcomes import Outcome
 from schemas.topics import COMMANDS, OUTCOMES
 from streams.errors import LedgerError
 from streams.settings import LedgerSettings
+from streams.topics import watermarks
 
 CONNECT_TIMEOUT_S = 10.0
 
@@ -150,19 +151,11 @@ class LedgerClient:
 
     @staticmethod
     def _end_of(consumer: Consumer, topic: str, partition: int) -> TopicPartition:
-        deadline = time.monotonic() + CONNECT_TIMEOUT_S
-        while True:
-            try:
-                end = consumer.get_watermark_offsets(
-                    TopicPartition(topic, partition), timeout=CONNECT_TIMEOUT_S
-                )[1]
-                return TopicPartition(topic, partition, end)
-            except KafkaException as error:
-                # A topic created a moment ago has no leader yet ("not leader for partition",
-                # not flagged retriable by librdkafka): that passes within seconds.
-                if time.monotonic() > deadline:
-                    raise LedgerError(f"cannot read the end of {topic}: {error}") from error
-                time.sleep(0.2)
+        try:
+            end = watermarks(consumer, topic, partition, CONNECT_TIMEOUT_S)[1]
+        except KafkaException as error:
+            raise LedgerError(f"cannot read the end of {topic}: {error}") from error
+        return TopicPartition(topic, partition, end)
 
     def _watch(self, consumer: Consumer) -> None:
         try:

@@ -99,26 +99,42 @@ async def _produce(
     await asyncio.gather(*pending)
 
 
-async def _parse_or_dead_letter(ports: DeciderPorts, record: Record) -> Command | None:
-    """The command, or None after dead-lettering it (and, when its ids can be read, an
-    `invalid_command` outcome so the caller waiting for it is answered)."""
-    value = record.value or b""
-    if len(value) > ports.max_message_bytes:
-        await _dead_letter(
-            ports, record, f"oversize: {len(value)} bytes > {ports.max_message_bytes}"
-        )
-        return None
+@dataclass(frozen=True)
+class NotACommand:
+    """Why a record is dead-lettered, and the ids to answer `invalid_command` to, if readable."""
+
+    error: str
+    answer_to: tuple[str, str] | None  # (command_id, loan_id)
+
+
+def read_command(key: bytes | None, value: bytes | None, max_bytes: int) -> Command | NotACommand:
+    """The command a record holds, or why it holds none."""
+    value = value or b""
+    if len(value) > max_bytes:
+        return NotACommand(f"oversize: {len(value)} bytes > {max_bytes}", None)
     try:
         command = parse_command(value)
     except ValidationError as error:
-        await _dead_letter(ports, record, _describe(error))
-        await _answer_invalid(ports, record, value)
-        return None
-    if record.key != command.loan_id.encode():
-        await _dead_letter(ports, record, "misrouted: the record key must be the loan_id")
-        await _answer_invalid(ports, record, value)
-        return None
+        return NotACommand(_describe(error), _readable_ids(value))
+    if key != command.loan_id.encode():
+        return NotACommand("misrouted: the record key must be the loan_id", _readable_ids(value))
     return command
+
+
+def invalid_outcome(answer_to: tuple[str, str]) -> Outcome:
+    return rejected(answer_to[0], answer_to[1], RejectionReason.INVALID_COMMAND)
+
+
+async def _parse_or_dead_letter(ports: DeciderPorts, record: Record) -> Command | None:
+    """The command, or None after dead-lettering it (and, when its ids can be read, an
+    `invalid_command` outcome so the caller waiting for it is answered)."""
+    command = read_command(record.key, record.value, ports.max_message_bytes)
+    if not isinstance(command, NotACommand):
+        return command
+    await _dead_letter(ports, record, command.error)
+    if command.answer_to is not None:
+        await _answer_invalid(ports, record, command.answer_to)
+    return None
 
 
 async def _dead_letter(ports: DeciderPorts, record: Record, error: str) -> None:
@@ -128,11 +144,8 @@ async def _dead_letter(ports: DeciderPorts, record: Record, error: str) -> None:
     )
 
 
-async def _answer_invalid(ports: DeciderPorts, record: Record, value: bytes) -> None:
-    ids = _readable_ids(value)
-    if ids is None:
-        return
-    outcome = rejected(ids[0], ids[1], RejectionReason.INVALID_COMMAND)
+async def _answer_invalid(ports: DeciderPorts, record: Record, ids: tuple[str, str]) -> None:
+    outcome = invalid_outcome(ids)
     ports.metrics.outcomes.labels(status="rejected", reason="invalid_command").inc()
     future = await ports.outcomes.send(
         key=ids[1].encode(), value=outcome.model_dump_json().encode(), partition=record.partition

@@ -9,7 +9,7 @@ DLQ_HEADERS = ("error", "source_topic", "source_partition", "source_offset")
 
 def dead_letter_headers(
     error: str, topic: str, partition: int, offset: int
-) -> list[tuple[str, bytes]]:
+) -> list[tuple[str, str | bytes | None]]:
     # Bounded: a header must never be what makes the dead letter itself too large.
     return [
         ("error", error[:1000].encode()),

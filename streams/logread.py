@@ -27,6 +27,7 @@ from confluent_kafka import (
 
 from streams.errors import LedgerError
 from streams.settings import LedgerSettings
+from streams.topics import watermarks
 
 BATCH = 20_000
 POLL_S = 0.05
@@ -191,10 +192,7 @@ class LogReader:
         return sorted(described.partitions)
 
     def _watermarks(self, partition: int) -> tuple[int, int]:
-        low, high = self._consumer.get_watermark_offsets(
-            TopicPartition(self.topic, partition), timeout=METADATA_TIMEOUT_S
-        )
-        return int(low), int(high)
+        return watermarks(self._consumer, self.topic, partition, METADATA_TIMEOUT_S)
 
     def _cut_at_time(self, cuts: dict[int, int], until_ms: int) -> dict[int, int]:
         # The broker answers with the first offset stamped at or after the given time (-1 when

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,6 +108,14 @@ async def _read_missing(
 
 
 def _fold_postings(ports: ProjectorPorts, event: Event, partition: int) -> list[BalanceRecord]:
+    return fold_postings(ports.balances, event, partition)
+
+
+def fold_postings(
+    balances: MutableMapping[str, tuple[int, str]], event: Event, partition: int
+) -> list[BalanceRecord]:
+    """Add the event's postings to `balances` (balance key -> (balance, currency)); return the
+    new balance record of every account touched. Shared accounts are kept per `partition`."""
     touched: dict[str, BalanceRecord] = {}
     for posting in event.postings:
         # Balanced by construction; asserted again on this side of the wire.
@@ -119,11 +127,11 @@ def _fold_postings(ports: ProjectorPorts, event: Event, partition: int) -> list[
         ):
             shard = partition if is_shared(account) else None
             key = account if shard is None else f"{account}@{shard}"
-            balance, currency = ports.balances.get(key, (0, posting.currency))
+            balance, currency = balances.get(key, (0, posting.currency))
             assert currency == posting.currency, (
                 f"{account} holds {currency}, posting in {posting.currency}"
             )
-            ports.balances[key] = (balance + delta, currency)
+            balances[key] = (balance + delta, currency)
             touched[key] = BalanceRecord(
                 account=account,
                 balance_minor=balance + delta,

@@ -22,6 +22,7 @@ HOME = Path(".local")
 class Service:
     name: str
     command: tuple[str, ...]
+    environment: tuple[tuple[str, str], ...] = ()
 
     @property
     def pid_file(self) -> Path:
@@ -45,7 +46,11 @@ class Service:
         HOME.mkdir(exist_ok=True)
         with self.log_file.open("ab") as log:
             process = subprocess.Popen(
-                self.command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                self.command,
+                env=os.environ | dict(self.environment),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         self.pid_file.write_text(str(process.pid))
         return process.pid
@@ -62,7 +67,11 @@ def services(workers: int) -> list[Service]:
     simulator = Service("channels", (ledger, "channels", "serve"))
     gateway = Service("gateway", (ledger, "gateway"))
     reconciler = Service("reconciler", (ledger, "reconcile", "--every", "300"))
-    workers_ = [Service(f"worker-{n}", (ledger, "worker")) for n in range(1, workers + 1)]
+    workers_ = [
+        # One transactional id per worker process (streams/batched/loop.py).
+        Service(f"worker-{n}", (ledger, "worker"), (("LEDGER_INSTANCE_ID", f"worker-{n}"),))
+        for n in range(1, workers + 1)
+    ]
     return [simulator, *workers_, gateway, reconciler]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
 from typing import Any, Literal
 
@@ -23,6 +24,14 @@ class LedgerSettings(BaseSettings):
     partitions: int = Field(default=8, ge=1, le=1024, description="for the co-partitioned topics")
     replication_factor: int = Field(default=1, ge=1)
     processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
+    engine: Literal["batched", "faust"] = Field(
+        default="batched",
+        description="batched: confluent-kafka, a transaction per batch; faust: record at a time",
+    )
+    instance_id: str = Field(
+        default_factory=socket.gethostname,
+        description="names this worker's transactional ids: unique per worker process",
+    )
     # Read-committed readers see nothing before a commit, so this bounds how stale balances get.
     commit_interval_s: float = Field(default=0.25, gt=0, le=60)
     table_store: str = Field(default="memory://", description="faust table store URL")
@@ -78,6 +87,13 @@ class LedgerSettings(BaseSettings):
     @property
     def group_id(self) -> str:
         return f"{self.topic_prefix}{self.app_id}"
+
+    @property
+    def worker_groups(self) -> tuple[str, ...]:
+        """The consumer groups `ledger worker` processes join (one per stage when batched)."""
+        if self.engine == "batched":
+            return tuple(f"{self.group_id}-batched-{role}" for role in ("decider", "projector"))
+        return (self.group_id,)
 
     def policy(self) -> Policy:
         return Policy(

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from schemas.topics import ALL_TOPICS, CleanupPolicy, TopicSpec
@@ -28,6 +29,35 @@ def changelog_specs(settings: LedgerSettings) -> list[TopicSpec]:
         )
         for table in TABLES
     ]
+
+
+# Errors of a partition whose leader is not elected yet, or not yet known to this client: a
+# topic created a moment ago answers "not leader for partition" for a second or so, and
+# librdkafka does not flag it retriable.
+_LEADERLESS = {
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+}
+
+
+def watermarks(
+    consumer: Consumer, topic: str, partition: int, timeout_s: float = 10.0
+) -> tuple[int, int]:
+    """(low, high) offsets of a partition, waiting up to `timeout_s` for it to have a leader.
+    Raises the KafkaException of the last try when that does not happen in time."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), timeout=timeout_s
+            )
+            return int(low), int(high)
+        except KafkaException as error:
+            code = error.args[0].code() if isinstance(error.args[0], KafkaError) else None
+            if code not in _LEADERLESS or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def ensure_topics(settings: LedgerSettings, timeout_s: float = 30.0) -> list[str]:

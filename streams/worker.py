@@ -22,7 +22,12 @@ log = logging.getLogger(__name__)
 
 
 def run_worker(settings: LedgerSettings) -> None:
-    """Create missing topics, then run the faust worker; returns only when it stops."""
+    """Create missing topics, then run the worker; returns only when it stops."""
+    if settings.engine == "batched":
+        from streams.batched.worker import run_batched_worker
+
+        run_batched_worker(settings)
+        return
     ensure_topics(settings)
     metrics = Metrics()
     metrics.serve(settings.metrics_port)

@@ -40,8 +40,10 @@ class Fleet:
     settings: LedgerSettings
     logs: Path
     guarantee: str
-    profile: bool = False  # record the first worker with py-spy (a flame graph in the logs)
+    engine: str = "batched"
+    profile: bool = False  # record the first worker with py-spy (stacks in the logs)
     children: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    profiler: subprocess.Popen[bytes] | None = None
 
     def environment(self, data: str) -> dict[str, str]:
         return {
@@ -49,21 +51,30 @@ class Fleet:
             "LEDGER_TOPIC_PREFIX": self.settings.topic_prefix,
             "LEDGER_PARTITIONS": str(self.settings.partitions),
             "LEDGER_PROCESSING_GUARANTEE": self.guarantee,
+            "LEDGER_ENGINE": self.engine,
             "LEDGER_CHANNELS_URL": self.settings.channels_url,
             "LEDGER_DATA_DIR": str(self.logs / data),
+            "LEDGER_INSTANCE_ID": data,
             "LEDGER_LOG_LEVEL": "warn",
         }
 
     def start(self, name: str, arguments: list[str], environment: dict[str, str]) -> None:
         command = [sys.executable, "-m", "ledger.cli.main", *arguments]
-        if self.profile and name == "worker-1":
-            spy = str(Path(sys.executable).with_name("py-spy"))
-            flame = str(self.logs / "worker-1.svg")
-            command = [spy, "record", "-o", flame, "--subprocesses", "--", *command]
         with (self.logs / f"{name}.log").open("wb") as log:
             self.children[name] = subprocess.Popen(
                 command, env=os.environ | environment, stdout=log, stderr=subprocess.STDOUT
             )
+        if self.profile and name == "worker-1":
+            self._attach_profiler(self.children[name].pid)
+
+    def _attach_profiler(self, pid: int) -> None:
+        """py-spy on the worker until it exits; then it writes collapsed stacks (flamegraph.pl
+        and speedscope read them; `python -m streams.bench.hotspots FILE` sums them up)."""
+        spy = str(Path(sys.executable).with_name("py-spy"))
+        stacks = str(self.logs / "worker-1.folded")
+        command = [spy, "record", "--format", "raw", "-o", stacks, "--pid", str(pid)]
+        with (self.logs / "profiler.log").open("wb") as log:
+            self.profiler = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
 
     def start_workers(self, count: int) -> None:
         for n in range(1, count + 1):
@@ -96,6 +107,8 @@ class Fleet:
             except subprocess.TimeoutExpired:
                 child.kill()
                 child.wait()
+        if self.profiler is not None:  # it ends with the worker, once its stacks are written
+            self.profiler.wait(timeout=STOP_TIMEOUT_S)
 
     def wait_for_group(self, members: int) -> None:
         """Until the workers' consumer group is stable with `members` members."""
@@ -103,10 +116,11 @@ class Fleet:
         deadline = time.monotonic() + GROUP_TIMEOUT_S
         while time.monotonic() < deadline:
             self.check_alive()
-            if _group_members(admin, self.settings.group_id) == members:
+            groups = self.settings.worker_groups
+            if all(_group_members(admin, group) == members for group in groups):
                 return
             time.sleep(0.5)
-        raise LedgerError(f"group {self.settings.group_id} not stable with {members} members")
+        raise LedgerError(f"groups {groups} not stable with {members} members")
 
 
 def instant_channels() -> SimulatorConfig:
@@ -134,11 +148,13 @@ def fleet(
     workers: int,
     gateway: bool,
     profile: bool = False,
+    engine: str = "batched",
 ) -> Iterator[Fleet]:
     """Processes started and their group stable; all stopped on exit, whatever happens."""
+    settings = settings.model_copy(update={"engine": engine})
     if gateway:
         settings = settings.model_copy(update={"channels_url": f"http://127.0.0.1:{free_port()}"})
-    started = Fleet(settings, logs, guarantee, profile)
+    started = Fleet(settings, logs, guarantee, engine, profile)
     try:
         started.start_workers(workers)
         if gateway:

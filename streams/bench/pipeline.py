@@ -36,25 +36,31 @@ class Run:
     guarantee: str = "at_least_once"
     workers: int = 1
     gateway: bool = False
+    engine: str = "batched"
 
     @property
     def name(self) -> str:
         kind = "gateway" if self.gateway else "decider"
-        return f"{kind}-{self.guarantee.replace('_', '')}-{self.workers}w"
+        return f"{kind}-{self.engine}-{self.guarantee.replace('_', '')}-{self.workers}w"
 
     @property
     def label(self) -> str:
         kind = "full cycle via gateway" if self.gateway else "decider+projector"
         workers = "" if self.workers == 1 else f", {self.workers} workers"
-        return f"{kind}, {self.guarantee}{workers}"
+        return f"{kind}, {self.engine}, {self.guarantee}{workers}"
 
 
 def run(bench: Bench, report: Report) -> None:
     loans, gateway_loans = bench.sizes.pipeline_loans, bench.sizes.gateway_loans
+    faust_loans = min(loans, 1_000)  # the faust engine settles ~20 cycles/s
     runs = {
         "at_least_once": _measured(bench, report, Run(), loans),
         "exactly_once": _measured(bench, report, Run("exactly_once"), loans),
         "gateway": _measured(bench, report, Run(gateway=True), gateway_loans),
+        "faust-at_least_once": _measured(bench, report, Run(engine="faust"), faust_loans),
+        "faust-exactly_once": _measured(
+            bench, report, Run("exactly_once", engine="faust"), faust_loans
+        ),
     }
     both = [runs[g].get("cycles_per_second") for g in ("exactly_once", "at_least_once")]
     eos = ratio(both[0], both[1])
@@ -84,7 +90,9 @@ def measure(bench: Bench, run: Run, loans: int, profile: bool = False) -> dict[s
     with bench.section(run.name) as settings:
         ensure_topics(settings)
         logs = bench.logs(run.name)
-        with fleet(settings, logs, run.guarantee, run.workers, run.gateway, profile) as started:
+        with fleet(
+            settings, logs, run.guarantee, run.workers, run.gateway, profile, run.engine
+        ) as started:
             tail = Tail(started.settings)
             try:
                 warm_up(started, tail, run.gateway)

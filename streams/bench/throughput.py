@@ -31,6 +31,7 @@ def main() -> None:
     parser.add_argument(
         "--guarantee", choices=["at_least_once", "exactly_once"], default="at_least_once"
     )
+    parser.add_argument("--engine", choices=["batched", "faust"], default="batched")
     parser.add_argument(
         "--profile", action="store_true", help="record the first worker with py-spy"
     )
@@ -48,11 +49,12 @@ def _run(args: argparse.Namespace, bootstrap: str, workdir: Path) -> dict[str, A
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     console = Console(stderr=True)
     bench = Bench(bootstrap, FULL, stamp, workdir, console, partitions=args.partitions)
-    run = Run(args.guarantee, args.workers)
+    run = Run(args.guarantee, args.workers, engine=args.engine)
     result = measure(bench, run, args.loans, profile=args.profile)
     return {
         "commands": result["commands_sent"],
         "guarantee": args.guarantee,
+        "engine": args.engine,
         "workers": args.workers,
         "partitions": args.partitions,
         "send_seconds": result["send_seconds"],

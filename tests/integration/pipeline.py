@@ -36,6 +36,7 @@ class Pipeline:
     guarantee: str
     workdir: Path
     partitions: int = 4
+    engine: str = "batched"
     prefix: str = field(default_factory=lambda: unique("it") + ".")
     workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     launches: dict[str, tuple[tuple[str, ...], dict[str, str]]] = field(default_factory=dict)
@@ -56,6 +57,8 @@ class Pipeline:
             "LEDGER_TOPIC_PREFIX": self.prefix,
             "LEDGER_PARTITIONS": str(self.partitions),
             "LEDGER_PROCESSING_GUARANTEE": self.guarantee,
+            "LEDGER_ENGINE": self.engine,
+            "LEDGER_INSTANCE_ID": name,
             "LEDGER_DATA_DIR": str(self.workdir / f"{name}-data"),
             "LEDGER_LOG_LEVEL": "info",
         }

@@ -1,0 +1,62 @@
+"""`ledger worker` with LEDGER_ENGINE=batched: a decider loop and a projector loop, one thread
+each, until SIGTERM or Ctrl-C. A loop that fails ends the process (a supervisor restarts it;
+state is rebuilt from the log)."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from types import FrameType
+
+from streams.batched.decider import BatchDecider
+from streams.batched.loop import BatchLoop, Stage
+from streams.batched.projector import BatchProjector
+from streams.errors import LedgerError
+from streams.metrics import Metrics
+from streams.settings import LedgerSettings
+from streams.topics import ensure_topics
+
+log = logging.getLogger(__name__)
+
+
+def run_batched_worker(settings: LedgerSettings) -> None:
+    ensure_topics(settings)
+    metrics = Metrics()
+    metrics.serve(settings.metrics_port)
+    stop = threading.Event()
+    failures: list[BaseException] = []
+    stages: dict[str, Stage] = {
+        "decider": BatchDecider(settings, settings.policy(), metrics),
+        "projector": BatchProjector(settings, metrics),
+    }
+    threads = [
+        threading.Thread(
+            target=_run_loop,
+            args=(BatchLoop(settings, stage, role, settings.instance_id), stop, failures),
+            name=role,
+        )
+        for role, stage in stages.items()
+    ]
+
+    def request_stop(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    for thread in threads:
+        thread.start()
+    while any(thread.is_alive() for thread in threads):
+        for thread in threads:
+            thread.join(timeout=0.5)
+    if failures:
+        raise LedgerError(f"a processing loop failed: {failures[0]!r}") from failures[0]
+
+
+def _run_loop(loop: BatchLoop, stop: threading.Event, failures: list[BaseException]) -> None:
+    try:
+        loop.run(stop)
+    except BaseException as error:
+        log.exception("%s loop failed", loop.role)
+        failures.append(error)
+        stop.set()  # the other loop stops too: the process ends and is restarted whole
