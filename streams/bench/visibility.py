@@ -3,9 +3,13 @@
 It runs in its own process, so the open-loop sender and it do not share an interpreter lock: a
 reader that waited for the sender would add its wait to every latency. It tails
 `ledger.outcomes` and `ledger.balances` read_committed (what a consumer of the ledger sees)
-and notes the wall-clock time each batch arrived: per command id (outcome) and per event id
-(`as_of_event_id` of balance records; the latest of an event's records, when all the accounts it
-touched are visible).
+and notes the wall-clock time each batch arrived: per command id (outcome) and per event id.
+
+An event's balances are visible with the first balance record as of it or of a later event of
+the same loan: the batched projector publishes a key once per batch, at its value after the
+batch, so an event whose record was superseded within its batch never appears as `as_of`. A
+loan's events are projected in order, and a batch's records become visible together (one
+transaction under exactly_once).
 """
 
 from __future__ import annotations
@@ -42,7 +46,10 @@ class Counters:
 
 @contextmanager
 def reading(
-    settings: LedgerSettings, commands: frozenset[str], events: frozenset[str], output: Path
+    settings: LedgerSettings,
+    commands: frozenset[str],
+    events: dict[str, list[str]],  # loan id -> its posting event ids in seq order
+    output: Path,
 ) -> Iterator[Counters]:
     """A reader process, ready (assigned, fetching) on entry; on exit it stops and writes
     what it saw to `output` (JSON: outcomes by command id, balances by event id)."""
@@ -65,7 +72,7 @@ def read_visibility(
     bootstrap: str,
     topics: tuple[str, str],  # outcomes, balances
     partitions: int,
-    expected: tuple[frozenset[str], frozenset[str]],  # command ids, posting event ids
+    expected: tuple[frozenset[str], dict[str, list[str]]],  # command ids, events by loan
     counters: Counters,
     output: Path,
 ) -> None:
@@ -93,11 +100,17 @@ class Seen:
     def __init__(
         self,
         outcomes_topic: str,
-        expected: tuple[frozenset[str], frozenset[str]],
+        expected: tuple[frozenset[str], dict[str, list[str]]],
         counters: Counters,
     ) -> None:
         self.outcomes_topic = outcomes_topic
-        self.commands, self.events = expected
+        self.commands, self.by_loan = expected
+        self.position = {
+            event_id: (loan_id, n)
+            for loan_id, event_ids in self.by_loan.items()
+            for n, event_id in enumerate(event_ids)
+        }
+        self.visible_upto: dict[str, int] = {}  # loan id -> how many of its events are visible
         self.counters = counters
         self.outcomes: dict[str, float] = {}
         self.balances: dict[str, float] = {}
@@ -119,6 +132,12 @@ class Seen:
         self.outcomes.setdefault(command_id, now)
 
     def _balance(self, event_id: str, now: float) -> None:
-        if event_id in self.events and event_id not in self.balances:
+        where = self.position.get(event_id)
+        if where is None:
+            return
+        loan_id, position = where
+        start = self.visible_upto.get(loan_id, 0)
+        for earlier in self.by_loan[loan_id][start : position + 1]:
+            self.balances[earlier] = now
             self.counters.balanced_events.value += 1
-        self.balances[event_id] = now
+        self.visible_upto[loan_id] = max(start, position + 1)
