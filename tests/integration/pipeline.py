@@ -17,6 +17,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -45,7 +46,7 @@ class Pipeline:
     _supervisor: threading.Thread | None = None
     _stopping: threading.Event = field(default_factory=threading.Event)
 
-    @property
+    @cached_property  # building settings reads the environment: too slow per record
     def settings(self) -> LedgerSettings:
         return LedgerSettings(
             bootstrap_servers=self.bootstrap, topic_prefix=self.prefix, partitions=self.partitions

@@ -106,9 +106,10 @@ def _open_loop(pipeline: Pipeline, valid: list[Command], hostile_records: list[H
 
 
 def _send_any(pipeline: Pipeline, producer: Producer, key: bytes | None, value: bytes) -> None:
+    topic = pipeline.settings.topic("ledger.commands")
     while True:
         try:
-            producer.produce(pipeline.settings.topic("ledger.commands"), value, key)
+            producer.produce(topic, value, key)
             return
         except BufferError:
             producer.poll(0.05)
