@@ -75,8 +75,16 @@ def ensure_topics(settings: LedgerSettings, timeout_s: float = 30.0) -> list[str
                 future.result(timeout=timeout_s)
             except KafkaException as error:
                 # Another worker starting at the same moment may have won the race.
-                if error.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                    raise
+                if error.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                    continue
+                if error.args[0].code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+                    raise LedgerError(
+                        f"topics {', '.join(settings.topic(s.name) for s in missing)} are "
+                        "missing or not visible to this principal, and it may not create them: "
+                        "create them as an operator (`ledger topics create`), and grant this "
+                        "principal its ACLs (`ledger acls`)"
+                    ) from error
+                raise
     return [settings.topic(spec.name) for spec in missing]
 
 

@@ -73,6 +73,36 @@ def topics_create(settings: LedgerSettings) -> None:
 
 
 @cli.command()
+@click.option(
+    "--component",
+    type=click.Choice(["worker", "gateway", "client", "analyst"]),
+    required=True,
+    help="Which process the principal runs.",
+)
+@click.option("--principal", required=True, help="Kafka principal, e.g. User:ledger-worker.")
+@click.option("--apply", "apply_", is_flag=True, help="Create them (needs ALTER on the cluster).")
+@click.pass_obj
+def acls(settings: LedgerSettings, component: str, principal: str, apply_: bool) -> None:
+    """The least-privilege ACLs of one component; print them, or create them with --apply."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    from streams.acls import bindings, grants
+
+    for grant in grants(settings, component):  # type: ignore[arg-type]  # click checked it
+        click.echo(f"{principal}  {grant.row()}")
+    if not apply_:
+        return
+    admin = AdminClient(settings.confluent_config())
+    try:
+        for future in admin.create_acls(bindings(settings, component, principal)).values():  # type: ignore[arg-type]
+            future.result(timeout=30)
+    except KafkaException as error:
+        raise LedgerError(f"creating the ACLs failed: {error.args[0].str()}") from error
+    click.echo("created")
+
+
+@cli.command()
 @click.pass_obj
 def worker(settings: LedgerSettings) -> None:
     """Run the decider and the projector until stopped (SIGTERM or Ctrl-C)."""

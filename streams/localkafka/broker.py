@@ -79,6 +79,61 @@ def _cluster_id() -> str:
 
 
 @dataclass(frozen=True)
+class SecureListener:
+    """A SASL_SSL listener (SCRAM-SHA-512 over TLS) beside PLAINTEXT, with ACLs enforced.
+
+    PLAINTEXT and the controller stay for the operator on this machine: their principal,
+    ANONYMOUS, is the super user that creates topics, users' ACLs and so on. Every other
+    principal gets only what an ACL grants it. The SCRAM users are created when the storage is
+    formatted, so the broker must start on a fresh `home`.
+    """
+
+    port: int
+    keystore: Path  # PKCS12 holding the broker's key and certificate
+    keystore_password: str
+    users: tuple[tuple[str, str], ...]  # (name, password)
+
+    def amend(self, properties: str, port: int, controller_port: int) -> str:
+        secure = f"SASL_SSL://127.0.0.1:{self.port}"
+        listeners = f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}"
+        properties = (
+            properties.replace(f"listeners={listeners}\n", f"listeners={listeners},{secure}\n")
+            .replace(
+                f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}\n",
+                f"advertised.listeners=PLAINTEXT://127.0.0.1:{port},{secure}\n",
+            )
+            .replace(
+                "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT\n",
+                "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,"
+                "SASL_SSL:SASL_SSL\n",
+            )
+        )
+        prefix = "listener.name.sasl_ssl"
+        return properties + "\n".join(
+            (
+                "sasl.enabled.mechanisms=SCRAM-SHA-512",
+                f"{prefix}.scram-sha-512.sasl.jaas.config="
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+                f"{prefix}.ssl.keystore.type=PKCS12",
+                f"{prefix}.ssl.keystore.location={self.keystore}",
+                f"{prefix}.ssl.keystore.password={self.keystore_password}",
+                f"{prefix}.ssl.key.password={self.keystore_password}",
+                "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+                "super.users=User:ANONYMOUS",
+                "allow.everyone.if.no.acl.found=false",
+                "",
+            )
+        )
+
+    def scram_arguments(self) -> list[str]:
+        return [
+            argument
+            for name, password in self.users
+            for argument in ("--add-scram", f"SCRAM-SHA-512=[name={name},password={password}]")
+        ]
+
+
+@dataclass(frozen=True)
 class LocalBroker:
     """One combined broker+controller on 127.0.0.1 whose files all live under `home`."""
 
@@ -87,6 +142,7 @@ class LocalBroker:
     controller_port: int = 9093
     heap: str = "512m"
     jar_home: Path | None = None
+    secure: SecureListener | None = None
 
     @property
     def bootstrap(self) -> str:
@@ -130,14 +186,20 @@ class LocalBroker:
     def is_ready(self, timeout_s: float = 2.0) -> bool:
         return broker_answers(self.bootstrap, timeout_s)
 
+    @property
+    def secure_bootstrap(self) -> str:
+        assert self.secure is not None, "this broker has no SASL_SSL listener"
+        return f"127.0.0.1:{self.secure.port}"
+
     def _write_configs(self) -> Path:
         data = self.home / "data"
         properties = self.home / "server.properties"
-        properties.write_text(
-            _SERVER_PROPERTIES.format(
-                port=self.port, controller_port=self.controller_port, data=data
-            )
+        text = _SERVER_PROPERTIES.format(
+            port=self.port, controller_port=self.controller_port, data=data
         )
+        if self.secure is not None:
+            text = self.secure.amend(text, self.port, self.controller_port)
+        properties.write_text(text)
         (self.home / "log4j.properties").write_text(_LOG4J_PROPERTIES)
         return properties
 
@@ -147,6 +209,7 @@ class LocalBroker:
         command = [
             "java", "-cp", f"{libs}/*", "kafka.tools.StorageTool", "format",
             "-t", _cluster_id(), "-c", str(properties), "--ignore-formatted",
+            *(self.secure.scram_arguments() if self.secure is not None else ()),
         ]  # fmt: skip
         result = subprocess.run(command, capture_output=True, text=True, check=False)
         if result.returncode != 0:
