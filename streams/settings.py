@@ -28,6 +28,9 @@ class LedgerSettings(BaseSettings):
         default="batched",
         description="batched: confluent-kafka, a transaction per batch; faust: record at a time",
     )
+    session_timeout_s: float = Field(
+        default=45.0, ge=6, le=300, description="batched engine: a silent worker leaves after this"
+    )
     instance_id: str = Field(
         default_factory=socket.gethostname,
         description="names this worker's transactional ids: unique per worker process",

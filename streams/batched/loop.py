@@ -189,6 +189,7 @@ class BatchLoop:
             "enable.partition.eof": False,
             "max.partition.fetch.bytes": 4 * 1024 * 1024,
             "fetch.wait.max.ms": 10,
+            "session.timeout.ms": int(self.settings.session_timeout_s * 1000),
         }
 
     def _producer_config(self) -> dict[str, Any]:

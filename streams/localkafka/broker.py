@@ -68,7 +68,7 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _cluster_id() -> str:
+def new_cluster_id() -> str:
     # Kafka's Uuid.toString(): URL-safe base64 of 16 random bytes, without padding. Like
     # Kafka's Uuid.randomUuid(), never one starting with "-": the storage tool would read it as
     # an option and refuse to format (seen once in ~30 starts).
@@ -143,6 +143,12 @@ class LocalBroker:
     heap: str = "512m"
     jar_home: Path | None = None
     secure: SecureListener | None = None
+    # Membership of a multi-node cluster (streams/localkafka/cluster.py); the defaults make a
+    # cluster of one.
+    node_id: int = 1
+    voters: str | None = None  # controller.quorum.voters; default: this node alone
+    replication: int = 1  # internal topics' and new topics' replication factor
+    cluster_id: str | None = None  # every node of a cluster is formatted with the same id
 
     @property
     def bootstrap(self) -> str:
@@ -160,14 +166,28 @@ class LocalBroker:
         """Start the broker unless it already runs; return its bootstrap address once ready."""
         if self.running_pid() is not None and self.is_ready(timeout_s=5.0):
             return self.bootstrap
+        self.start()
+        self.wait_ready()
+        return self.bootstrap
+
+    def start(self) -> None:
+        """Format the storage if new, and launch the process; does not wait for readiness
+        (a cluster's nodes become ready only once a quorum of them runs)."""
         self.down()
         libs = fetch_jars(self.jar_home)
         self.home.mkdir(parents=True, exist_ok=True)
         properties = self._write_configs()
         self._format_storage(libs, properties)
         self._launch(libs, properties)
-        self._wait_ready()
-        return self.bootstrap
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash: no controlled shutdown, no flush."""
+        pid = self.running_pid()
+        if pid is not None:
+            os.kill(pid, signal.SIGKILL)
+            while alive(pid):
+                time.sleep(0.05)
+        self.pid_file.unlink(missing_ok=True)
 
     def down(self) -> None:
         """Stop the broker (TERM, then KILL after a grace period); harmless when not running."""
@@ -195,7 +215,14 @@ class LocalBroker:
         data = self.home / "data"
         properties = self.home / "server.properties"
         text = _SERVER_PROPERTIES.format(
-            port=self.port, controller_port=self.controller_port, data=data
+            port=self.port,
+            controller_port=self.controller_port,
+            data=data,
+            node_id=self.node_id,
+            voters=self.voters or f"{self.node_id}@127.0.0.1:{self.controller_port}",
+            replication=self.replication,
+            # Under replication 3, an acked write is on 2 replicas at least (acks=all).
+            min_isr=min(self.replication, 2),
         )
         if self.secure is not None:
             text = self.secure.amend(text, self.port, self.controller_port)
@@ -208,7 +235,7 @@ class LocalBroker:
             return
         command = [
             "java", "-cp", f"{libs}/*", "kafka.tools.StorageTool", "format",
-            "-t", _cluster_id(), "-c", str(properties), "--ignore-formatted",
+            "-t", self.cluster_id or new_cluster_id(), "-c", str(properties), "--ignore-formatted",
             *(self.secure.scram_arguments() if self.secure is not None else ()),
         ]  # fmt: skip
         result = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -229,7 +256,7 @@ class LocalBroker:
             )
         self.pid_file.write_text(str(process.pid))
 
-    def _wait_ready(self) -> None:
+    def wait_ready(self) -> None:
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.running_pid() is None:
@@ -288,22 +315,23 @@ def terminate(pid: int) -> None:
 _SERVER_PROPERTIES = """\
 # Written by streams.localkafka; edits are overwritten at the next start.
 process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@127.0.0.1:{controller_port}
+node.id={node_id}
+controller.quorum.voters={voters}
 listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
 advertised.listeners=PLAINTEXT://127.0.0.1:{port}
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
 log.dirs={data}
-# One broker: every internal topic must live with a single replica, or transactions never start.
-offsets.topic.replication.factor=1
+# Internal topics cannot have more replicas than there are brokers, or transactions never start.
+offsets.topic.replication.factor={replication}
 offsets.topic.num.partitions=10
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
+transaction.state.log.replication.factor={replication}
+transaction.state.log.min.isr={min_isr}
 transaction.state.log.num.partitions=10
-default.replication.factor=1
-min.insync.replicas=1
+default.replication.factor={replication}
+min.insync.replicas={min_isr}
+unclean.leader.election.enable=false
 num.partitions=1
 # Tests and the demo start consumers right away; waiting 3 s for more members buys nothing here.
 group.initial.rebalance.delay.ms=0
