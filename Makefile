@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 KAFKA_HOME ?= .local/kafka
 
-.PHONY: help setup kafka-up kafka-down kafka-status up down status test test-unit lint fmt typecheck schemas demo bench clean
+.PHONY: help setup kafka-up kafka-down kafka-status up down status test test-unit lint fmt typecheck schemas demo bench chaos clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -63,6 +63,12 @@ fmt: $(STAMP) ## Format and auto-fix with ruff
 
 bench: setup ## Benchmarks against raw Kafka in the same run (table + .local/bench/bench.json)
 	$(BIN)/python -m streams.bench --out .local/bench/bench.json
+
+CHAOS_SECONDS ?= 1200
+CHAOS_SEED ?= 1
+chaos: setup ## Chaos on a 3-node cluster, both guarantees (CHAOS_SECONDS=1200 CHAOS_SEED=1)
+	CHAOS_SECONDS=$(CHAOS_SECONDS) CHAOS_SEED=$(CHAOS_SEED) $(BIN)/pytest -s -p no:cacheprovider \
+		--timeout $$(( $(CHAOS_SECONDS) + 900 )) tests/integration/test_chaos.py
 
 demo: setup ## The demo: broker, processors, channels, a month of repayments, checks, report
 	$(BIN)/python -m streams.demo

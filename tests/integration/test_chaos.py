@@ -10,10 +10,12 @@ fault, and no transaction is left open.
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -33,7 +35,11 @@ from tests.integration.workload import repayment_cycle
 pytestmark = pytest.mark.integration
 
 SESSION_TIMEOUT_S = 8.0
-LOAD_SECONDS = 50.0
+# `make chaos` runs this module for longer: CHAOS_SECONDS of load (faults keep coming until its
+# end) and CHAOS_SEED for another schedule.
+LOAD_SECONDS = float(os.environ.get("CHAOS_SECONDS", "50"))
+SEED = os.environ.get("CHAOS_SEED", "")
+LOANS = max(1_500, int(LOAD_SECONDS * 30))
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +59,7 @@ def test_nothing_lost_or_doubled_through_worker_and_broker_faults(
 ) -> None:
     pipeline = Pipeline(cluster.bootstrap, guarantee, tmp_path, partitions=4)
     ensure_topics(pipeline.settings.model_copy(update={"replication_factor": 3}))
-    commands = repayment_cycle(loans=1_500, seed=23)
+    commands = repayment_cycle(loans=LOANS, seed=23)
     extra = {"session_timeout_s": str(SESSION_TIMEOUT_S)}
     try:
         pipeline.start_worker("w1", **extra)
@@ -61,13 +67,18 @@ def test_nothing_lost_or_doubled_through_worker_and_broker_faults(
         pipeline.supervise()
         sender = threading.Thread(target=_send_over, args=(pipeline, commands, LOAD_SECONDS))
         sender.start()
-        faults = _run_faults(pipeline, cluster, random.Random(guarantee))
+        deadline = time.monotonic() + LOAD_SECONDS
+        faults = _run_faults(pipeline, cluster, random.Random(guarantee + SEED), deadline)
         sender.join()
         last_fault = time.monotonic()
 
         assert_converged(pipeline, commands, crashed=True)
         healed_s = time.monotonic() - last_fault
-        print(f"\nfaults: {faults}; converged {healed_s:.0f} s after the last one")
+        kinds = Counter(
+            fault.split(" ")[0] + (" broker" if "broker" in fault else "") for fault in faults
+        )
+        print(f"\n{len(commands):,} commands, faults {dict(kinds)}: {faults}")
+        print(f"converged {healed_s:.0f} s after the last fault and the end of the load")
         print(f"worker restarts by the supervisor: {pipeline.restarts}")
         assert healed_s <= 120, f"converged only {healed_s:.0f} s after the last fault"
         _assert_no_open_transaction(pipeline.settings)
@@ -75,8 +86,11 @@ def test_nothing_lost_or_doubled_through_worker_and_broker_faults(
         pipeline.stop()
 
 
-def _run_faults(pipeline: Pipeline, cluster: LocalCluster, rng: random.Random) -> list[str]:
-    """The seeded schedule, run while the load flows; returns what it did, in order."""
+def _run_faults(
+    pipeline: Pipeline, cluster: LocalCluster, rng: random.Random, deadline: float
+) -> list[str]:
+    """The seeded schedule, run while the load flows: each kind of fault once, then more drawn
+    at random until the load ends; returns what it did, in order."""
     done: list[str] = []
 
     def kill_worker() -> None:
@@ -104,11 +118,14 @@ def _run_faults(pipeline: Pipeline, cluster: LocalCluster, rng: random.Random) -
         cluster.up()
         done.append("whole cluster killed and restarted")
 
-    schedule: list[Callable[[], None]] = [kill_worker, freeze_worker, kill_broker, kill_worker]
-    rng.shuffle(schedule)
-    for fault in [*schedule, restart_cluster]:
+    kinds: list[Callable[[], None]] = [kill_worker, freeze_worker, kill_broker, kill_worker]
+    rng.shuffle(kinds)
+    for fault in [*kinds, restart_cluster]:
         time.sleep(rng.uniform(2, 5))
         fault()
+    while time.monotonic() < deadline - 30:
+        time.sleep(rng.uniform(5, 20))
+        rng.choices([*kinds, restart_cluster], weights=[3, 3, 2, 3, 1])[0]()
     cluster.wait_ready()
     return done
 
