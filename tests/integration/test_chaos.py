@@ -20,10 +20,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from confluent_kafka import IsolationLevel, Producer, TopicPartition
+from confluent_kafka import IsolationLevel, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from schemas.commands import Command
+from streams.errors import LedgerError
 from streams.localkafka import free_port
 from streams.localkafka.cluster import LocalCluster
 from streams.settings import LedgerSettings
@@ -58,7 +59,7 @@ def test_nothing_lost_or_doubled_through_worker_and_broker_faults(
     cluster: LocalCluster, guarantee: str, tmp_path: Path
 ) -> None:
     pipeline = Pipeline(cluster.bootstrap, guarantee, tmp_path, partitions=4)
-    ensure_topics(pipeline.settings.model_copy(update={"replication_factor": 3}))
+    _create_topics(pipeline.settings.model_copy(update={"replication_factor": 3}))
     commands = repayment_cycle(loans=LOANS, seed=23)
     extra = {"session_timeout_s": str(SESSION_TIMEOUT_S)}
     try:
@@ -128,6 +129,21 @@ def _run_faults(
         rng.choices([*kinds, restart_cluster], weights=[3, 3, 2, 3, 1])[0]()
     cluster.wait_ready()
     return done
+
+
+def _create_topics(settings: LedgerSettings, timeout_s: float = 60.0) -> None:
+    """A cluster that just formed may answer a creation with an error (its controller or
+    brokers still settling) yet create the topics: try again, as an operator would."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            ensure_topics(settings)
+            return
+        except (KafkaException, LedgerError) as error:
+            if time.monotonic() > deadline:
+                raise
+            print(f"creating the topics failed, trying again: {error}")
+            time.sleep(2)
 
 
 def _send_over(pipeline: Pipeline, commands: list[Command], seconds: float) -> None:
