@@ -76,13 +76,13 @@ def _exit_for_restart(topic: str, behind: list[tuple[Any, int]], silent_s: float
     os._exit(STALLED_EXIT_CODE)
 
 
-def end_process_after(grace_s: float) -> None:
+def end_process_after(grace_s: float, exit_code: int = 0) -> None:
     """Start a timer that ends the process if a graceful stop has not finished by then."""
 
     def _end() -> None:
         log.error("graceful stop still running after %.0fs; ending the process", grace_s)
         logging.shutdown()
-        os._exit(0)
+        os._exit(exit_code)
 
     timer = threading.Timer(grace_s, _end)
     timer.daemon = True

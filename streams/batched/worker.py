@@ -16,6 +16,7 @@ from streams.errors import LedgerError
 from streams.metrics import Metrics
 from streams.settings import LedgerSettings
 from streams.topics import ensure_topics
+from streams.watchdog import end_process_after
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +47,15 @@ def run_batched_worker(settings: LedgerSettings) -> None:
     signal.signal(signal.SIGINT, request_stop)
     for thread in threads:
         thread.start()
+    bounded = False
     while any(thread.is_alive() for thread in threads):
         for thread in threads:
             thread.join(timeout=0.5)
+        if stop.is_set() and not bounded:
+            # Closing a consumer or flushing a producer can wait for a broker that is gone for
+            # good: the stop must end anyway (a supervisor restarts a failed worker).
+            end_process_after(settings.shutdown_grace_s, exit_code=1 if failures else 0)
+            bounded = True
     if failures:
         raise LedgerError(f"a processing loop failed: {failures[0]!r}") from failures[0]
 
