@@ -99,20 +99,10 @@ def _open_loop(pipeline: Pipeline, valid: list[Command], hostile_records: list[H
         pipeline.send_raw(producer, command.loan_id.encode(), command.model_dump_json().encode())
         until = round((index + 1) * per_valid)
         for record in hostile_records[sent_hostile:until]:
-            _send_any(pipeline, producer, record.key, record.value)
+            pipeline.send_raw(producer, record.key, record.value)
         sent_hostile = until
         producer.poll(0)
     producer.flush(60)
-
-
-def _send_any(pipeline: Pipeline, producer: Producer, key: bytes | None, value: bytes) -> None:
-    topic = pipeline.settings.topic("ledger.commands")
-    while True:
-        try:
-            producer.produce(topic, value, key)
-            return
-        except BufferError:
-            producer.poll(0.05)
 
 
 def _assert_dead_letters_exact(pipeline: Pipeline, records: list[Hostile]) -> None:
