@@ -29,6 +29,9 @@ TXN_TIMEOUT_S = 30.0
 # A transaction left open by a process that died blocks read_committed readers until the broker
 # aborts it: keep that short. The next incarnation (same transactional id) aborts it at once.
 TRANSACTION_TIMEOUT_MS = 10_000
+# How long a transaction step is retried through a retriable error (a whole-cluster restart
+# takes about a minute here) before the process gives up and its supervisor restarts it.
+RETRIABLE_FOR_S = 180.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,15 +104,14 @@ class BatchLoop:
         producer.begin_transaction()
         try:
             self._send(producer, self.stage.handle(batch))
-            producer.send_offsets_to_transaction(
-                offsets, consumer.consumer_group_metadata(), TXN_TIMEOUT_S
-            )
-            producer.commit_transaction(TXN_TIMEOUT_S)
+            group = consumer.consumer_group_metadata()
+            _retrying(lambda: producer.send_offsets_to_transaction(offsets, group, TXN_TIMEOUT_S))
+            _retrying(lambda: producer.commit_transaction(TXN_TIMEOUT_S))
         except KafkaException as error:
             if not error.args[0].txn_requires_abort():
-                raise  # fenced or fatal: this process must end (its supervisor restarts it)
+                raise  # fenced, fatal or out of retries: end (the supervisor restarts us)
             log.warning("%s: transaction aborted (%s); rewinding", self.role, error)
-            producer.abort_transaction(TXN_TIMEOUT_S)
+            _retrying(lambda: producer.abort_transaction(TXN_TIMEOUT_S))
             self._rewind(consumer)
 
     def _send(self, producer: Producer, outputs: list[Output]) -> None:
@@ -208,6 +210,22 @@ def _next_offsets(batch: list[Message]) -> list[TopicPartition]:
     for message in batch:
         last[(message.topic() or "", message.partition() or 0)] = message.offset() or 0
     return [TopicPartition(topic, p, offset + 1) for (topic, p), offset in last.items()]
+
+
+def _retrying(call: Callable[[], None], give_up_after_s: float = RETRIABLE_FOR_S) -> None:
+    """Call a transaction step again while it fails with a retriable error. A step that times
+    out (a broker or the coordinator down) goes on in the background, and librdkafka's contract
+    is to call the same step again, not to abort (its examples/transactions.c does this)."""
+    deadline = time.monotonic() + give_up_after_s
+    while True:
+        try:
+            call()
+            return
+        except KafkaException as error:
+            if not error.args[0].retriable() or time.monotonic() > deadline:
+                raise
+            log.warning("transaction step failed, retrying: %s", error)
+            time.sleep(0.5)
 
 
 def _commit(consumer: Consumer, offsets: list[TopicPartition]) -> None:
