@@ -201,7 +201,8 @@ class Gateway:
         for tp, records in batch.items():
             work = self._partitions.get(tp)
             if work is None:
-                continue  # revoked while the batch was on its way
+                self._hand_back(tp, records[0].offset)
+                continue
             for record in records:
                 self._apply(work, record)
         # Sent before the offsets move past their events: a crash re-reads and resends them,
@@ -217,6 +218,14 @@ class Gateway:
                 for key in list(work.open.items):
                     self._ensure_task(work, key)
         self._metrics.open_work.set(sum(len(w.open.items) for w in self._partitions.values()))
+
+    def _hand_back(self, tp: TopicPartition, first_offset: int) -> None:
+        """Records of a partition we hold no work for: revoked while the batch was on its way
+        (drop them), or assigned but our listener has not finished taking it (aiokafka#738:
+        the fetcher is unblocked before `on_partitions_assigned` runs). Those must be read
+        again once it has, or the next commit would skip their open work."""
+        if tp in self._consumer.assignment():
+            self._consumer.seek(tp, first_offset)
 
     def _apply(self, work: PartitionWork, record: ConsumerRecord[bytes, bytes]) -> None:
         value = record.value
