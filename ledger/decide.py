@@ -32,7 +32,7 @@ from schemas.commands import (
     ReportUnrecordedSuccess,
     RequestRepayment,
 )
-from schemas.events import Event
+from schemas.events import CommandRejected, Event
 from schemas.outcomes import Outcome, RejectionReason, accepted, duplicate, rejected
 
 
@@ -51,10 +51,12 @@ def decide(state: LoanState, command: Command, policy: Policy = DEFAULT_POLICY) 
     if seen is not None:
         if seen.payload_hash != command_hash:
             return _refuse(command, RejectionReason.IDEMPOTENCY_CONFLICT)
+        if seen.refused is not None:  # a repeat returns the original outcome: that refusal
+            return _refuse(command, seen.refused)
         return Decision(duplicate(command.command_id, command.loan_id, seen.event_ids), ())
     reason = refusal(state, command)
     if reason is not None:
-        return _refuse(command, reason)
+        return _refuse_and_record(state, command, command_hash, reason)
     recorder = Recorder(state, command, command_hash)
     _execute(recorder, command, policy)
     assert recorder.events, f"accepted {command.type} produced no event"
@@ -115,6 +117,19 @@ def _execute(recorder: Recorder, command: Command, policy: Policy) -> None:
             reconciliation.record_finding(recorder, command)
         case ReportRefundSuccess() | ReportRefundFailure():
             reconciliation.record_refund_answer(recorder, command)
+
+
+def _refuse_and_record(
+    state: LoanState, command: Command, command_hash: str, reason: RejectionReason
+) -> Decision:
+    """A refusal the loan remembers (a `CommandRejected` event), so that a repeat of the
+    command gets it again even once the loan would accept it. A loan that does not exist has
+    no log to remember it in."""
+    if not state.opened:
+        return _refuse(command, reason)
+    recorder = Recorder(state, command, command_hash)
+    recorder.emit(CommandRejected(**recorder.envelope(), command_type=command.type, reason=reason))
+    return Decision(rejected(command.command_id, command.loan_id, reason), tuple(recorder.events))
 
 
 def _refuse(command: Command, reason: RejectionReason) -> Decision:

@@ -20,6 +20,7 @@ from schemas.events import (
     AttemptEvent,
     BusinessDayClosed,
     ChargesRecognisedEarly,
+    CommandRejected,
     Component,
     DeductionFailed,
     DeductionResubmissionRequested,
@@ -56,14 +57,15 @@ def evolve(state: LoanState, event: Event) -> LoanState:
 
 def _record(state: LoanState, event: EventBase) -> LoanState:
     """The envelope's part: seq, last event, and the idempotency record of its command."""
-    seen = state.processed.get(event.causation_id)
-    event_ids = (seen.event_ids if seen else ()) + (event.event_id,)
-    processed = {
-        **state.processed,
-        event.causation_id: ProcessedCommand(
-            payload_hash=event.causation_hash, event_ids=event_ids
-        ),
-    }
+    if isinstance(event, CommandRejected):  # its outcome names no event, now or on a repeat
+        record = ProcessedCommand(
+            payload_hash=event.causation_hash, event_ids=(), refused=event.reason
+        )
+    else:
+        seen = state.processed.get(event.causation_id)
+        event_ids = (seen.event_ids if seen else ()) + (event.event_id,)
+        record = ProcessedCommand(payload_hash=event.causation_hash, event_ids=event_ids)
+    processed = {**state.processed, event.causation_id: record}
     return state.model_copy(
         update={"next_seq": event.seq + 1, "last_event_id": event.event_id, "processed": processed}
     )
@@ -100,8 +102,9 @@ def _apply(state: LoanState, event: Event) -> LoanState:
         case RefundFailed():
             return _update_refund(state, event.refund_id, RefundStatus.FAILED)
         case _:
-            # Submitted, processing, outcome unknown, auto-debit due: facts for the log and the
-            # gateway; the loan's state does not change.
+            # Submitted, processing, outcome unknown, auto-debit due, a command rejected: facts
+            # for the log and the gateway; the loan's state does not change (but for the
+            # idempotency record every event leaves, above).
             return state
 
 

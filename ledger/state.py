@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict
 
 from schemas.commands import Source
 from schemas.events import Allocation, Component
+from schemas.outcomes import RejectionReason
 
 
 class Frozen(BaseModel):
@@ -87,6 +88,7 @@ class Refund(Frozen):
 class ProcessedCommand(Frozen):
     payload_hash: str
     event_ids: tuple[str, ...]
+    refused: RejectionReason | None = None  # the refusal a repeat gets again
 
 
 class LoanTerms(Frozen):

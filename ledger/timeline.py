@@ -19,6 +19,7 @@ from schemas.events import (
     AutoDebitDue,
     BusinessDayClosed,
     ChargesRecognisedEarly,
+    CommandRejected,
     DeductionFailed,
     DeductionOutcomeUnknown,
     DeductionProcessing,
@@ -202,6 +203,8 @@ def _refund_step(event: Event, currency: str) -> str:
             return f"refund {short_id(event.refund_id)} paid (ref {event.channel_reference})"
         case RefundFailed():
             return f"refund {short_id(event.refund_id)} failed: {event.code}"
+        case CommandRejected():
+            return f"{event.command_type} {event.causation_id} refused: {event.reason.value}"
     return event.type
 
 

@@ -27,6 +27,7 @@ from schemas.base import (
     WireModel,
 )
 from schemas.commands import DiscrepancyKind, RepaymentMethod, Source
+from schemas.outcomes import RejectionReason
 
 
 class Posting(WireModel):
@@ -257,6 +258,16 @@ class RefundFailed(EventBase):
     code: Identifier
 
 
+class CommandRejected(EventBase):
+    """A command this loan refused, so that a repeat of its `command_id` is answered with the
+    same refusal however the loan changed since (a repeat returns the original outcome). No
+    postings. Added after the first release: readers that fold postings need no change."""
+
+    type: Literal["CommandRejected"] = "CommandRejected"
+    command_type: Identifier
+    reason: RejectionReason
+
+
 Event = Annotated[
     LoanOpened
     | BusinessDayClosed
@@ -277,7 +288,8 @@ Event = Annotated[
     | StatementDiscrepancyFound
     | RefundStarted
     | RefundSucceeded
-    | RefundFailed,
+    | RefundFailed
+    | CommandRejected,
     Field(discriminator="type"),
 ]
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)

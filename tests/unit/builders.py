@@ -33,7 +33,7 @@ from schemas.commands import (
     RequestRepayment,
     Source,
 )
-from schemas.events import DeductionStarted, Event, EventBase, Posting
+from schemas.events import CommandRejected, DeductionStarted, Event, EventBase, Posting
 from schemas.outcomes import OutcomeStatus
 
 LOAN = "L1"
@@ -341,3 +341,16 @@ def after(state: LoanState, *commands: Command, policy: Policy = DEFAULT_POLICY)
         assert decision.outcome.status is OutcomeStatus.ACCEPTED, (command, decision.outcome)
         state = fold(state, decision.events)
     return state
+
+
+def beyond_the_refusal(decision: Decision) -> tuple[Event, ...]:
+    """A decision's events but the record a refusal leaves (one `CommandRejected` naming the
+    outcome's reason, so that a repeat is refused alike): for a refusal, what it changed, which
+    must be nothing."""
+    events = decision.events
+    if decision.outcome.status is OutcomeStatus.REJECTED and events:
+        record, *rest = events
+        assert isinstance(record, CommandRejected), record
+        assert (record.reason, record.postings) == (decision.outcome.reason, ())
+        return tuple(rest)
+    return events

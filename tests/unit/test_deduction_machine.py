@@ -40,6 +40,7 @@ from tests.unit.builders import (
     PRINCIPAL,
     Body,
     after,
+    beyond_the_refusal,
     close_day,
     expected,
     failure,
@@ -111,7 +112,7 @@ def succeeded_body(
 def rejection(state: LoanState, command: Command) -> tuple[RejectionReason | None, tuple[Any, ...]]:
     decision = when(state, command)
     assert decision.outcome.status is OutcomeStatus.REJECTED
-    return decision.outcome.reason, decision.events
+    return decision.outcome.reason, beyond_the_refusal(decision)
 
 
 def status(state: LoanState, attempt: str = ATTEMPT) -> AttemptStatus:
@@ -183,7 +184,7 @@ def test_three_doors_asking_for_the_same_installment_start_one_deduction(
         decision = when(state, request(f"{door.value}-1", door, installments=(1,)))
         state = fold(state, decision.events)
         decisions.append(decision)
-    assert [(d.outcome.reason, [e.type for e in d.events]) for d in decisions] == [
+    assert [(d.outcome.reason, [e.type for e in beyond_the_refusal(d)]) for d in decisions] == [
         (None, ["DeductionStarted"]),
         (RejectionReason.DEDUCTION_IN_PROGRESS, []),
         (RejectionReason.DEDUCTION_IN_PROGRESS, []),

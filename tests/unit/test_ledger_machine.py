@@ -67,6 +67,7 @@ from tests.unit.builders import (
     FIRST_DUE,
     LOAN,
     T0,
+    beyond_the_refusal,
     close_day,
     failure,
     fold,
@@ -168,6 +169,7 @@ class LoanRun:
     events: list[Event] = field(default_factory=list)
     business_date: date | None = None
     accepted: dict[str, tuple[Command, tuple[str, ...]]] = field(default_factory=dict)
+    refused: dict[str, tuple[Command, RejectionReason]] = field(default_factory=dict)
     outcomes: list[tuple[str, Outcome]] = field(default_factory=list)
     auto_debits: list[AutoDebitDue] = field(default_factory=list)
     attempts: dict[str, ModelAttempt] = field(default_factory=dict)
@@ -241,8 +243,13 @@ class LedgerMachine(RuleBasedStateMachine):
         assert (outcome.command_id, outcome.loan_id) == (command.command_id, run.loan_id)
         assert (outcome.status, outcome.reason) == self.expect(run, command), (command, outcome)
         if outcome.status is OutcomeStatus.REJECTED:
-            assert decision.events == ()
+            assert beyond_the_refusal(decision) == ()
             assert outcome.event_ids == ()
+            # An opened loan remembers a first refusal; a repeat is refused from that record.
+            repeat = command.command_id in run.accepted or command.command_id in run.refused
+            assert bool(decision.events) == (before.opened and not repeat), decision.events
+            if decision.events and outcome.reason is not None:
+                run.refused[command.command_id] = (command, outcome.reason)
         elif outcome.status is OutcomeStatus.DUPLICATE:
             assert decision.events == ()
             assert outcome.event_ids == run.accepted[command.command_id][1]
@@ -268,6 +275,10 @@ class LedgerMachine(RuleBasedStateMachine):
         if original is not None:
             same = payload(original[0]) == payload(command)
             return DUPLICATE if same else refused(RejectionReason.IDEMPOTENCY_CONFLICT)
+        first_refused = run.refused.get(command.command_id)
+        if first_refused is not None:  # a repeat returns the original outcome, whatever changed
+            same = payload(first_refused[0]) == payload(command)
+            return refused(first_refused[1] if same else RejectionReason.IDEMPOTENCY_CONFLICT)
         match command:
             case OpenLoan():
                 return refused(RejectionReason.LOAN_EXISTS) if run.state.opened else ACCEPTED

@@ -32,6 +32,7 @@ from tests.unit.builders import (
     Body,
     after,
     at,
+    beyond_the_refusal,
     close_day,
     expected,
     fold,
@@ -129,7 +130,10 @@ def test_debit_account_ref_is_kept_when_given() -> None:
 
 def test_opening_an_opened_loan_is_rejected_as_loan_exists() -> None:
     decision = when(given(small_loan()), small_loan("open-2"))
-    assert (decision.outcome.reason, decision.events) == (RejectionReason.LOAN_EXISTS, ())
+    assert (decision.outcome.reason, beyond_the_refusal(decision)) == (
+        RejectionReason.LOAN_EXISTS,
+        (),
+    )
 
 
 # ---- CloseBusinessDay: installments fall due -----------------------------------------------
@@ -278,4 +282,7 @@ def test_no_auto_debit_when_the_policy_turns_it_off() -> None:
 def test_a_day_not_after_the_last_closed_one_is_stale(business_date: date) -> None:
     state = given(small_loan(), close_day(FEB_1))
     decision = when(state, close_day(business_date, command_id="close-again"))
-    assert (decision.outcome.reason, decision.events) == (RejectionReason.STALE_BUSINESS_DATE, ())
+    assert (decision.outcome.reason, beyond_the_refusal(decision)) == (
+        RejectionReason.STALE_BUSINESS_DATE,
+        (),
+    )

@@ -34,6 +34,7 @@ from tests.unit.builders import (
     PRINCIPAL,
     Body,
     after,
+    beyond_the_refusal,
     close_day,
     duplicate_debit,
     expected,
@@ -73,7 +74,7 @@ def success_event(events: tuple[Event, ...]) -> DeductionSucceeded:
 def rejection(state: LoanState, command: Command) -> tuple[RejectionReason | None, tuple[Any, ...]]:
     decision = when(state, command)
     assert decision.outcome.status is OutcomeStatus.REJECTED
-    return decision.outcome.reason, decision.events
+    return decision.outcome.reason, beyond_the_refusal(decision)
 
 
 def balances_after(events: tuple[Event, ...], *more: tuple[Event, ...]) -> dict[str, int]:

@@ -20,6 +20,7 @@ from tests.unit.builders import (
     LOAN,
     after,
     at,
+    beyond_the_refusal,
     close_day,
     duplicate_debit,
     failure,
@@ -196,7 +197,7 @@ def test_rejection_precedence(
 ) -> None:
     decision = when(state(), command)
     outcome = decision.outcome
-    assert (outcome.status, outcome.reason, outcome.event_ids, decision.events) == (
+    assert (outcome.status, outcome.reason, outcome.event_ids, beyond_the_refusal(decision)) == (
         OutcomeStatus.REJECTED,
         reason,
         (),
@@ -291,6 +292,33 @@ def test_a_repeated_request_after_its_attempt_settled_is_still_a_duplicate() -> 
         state.processed["r1"].event_ids,
         (),
     )
+
+
+def test_a_refused_request_repeated_once_the_loan_would_take_it_is_refused_alike() -> None:
+    """DESIGN section 3: a repeat returns the original outcome. Found by the chaos run: the
+    gateway re-sent an auto-debit request after a restart; refused the first time (an attempt
+    was in flight), it started a new attempt the second time."""
+    collection = request("agent-1", Source.COLLECTION, requested_by="agent-3")
+    first = when(in_flight(), collection)
+    assert [event.type for event in first.events] == ["CommandRejected"]
+    state = after(
+        fold(in_flight(), first.events), failure("f1", ATTEMPT, "card_expired", retriable=False)
+    )
+    assert state.in_flight is None  # a new request would start a deduction now
+    retry = when(state, collection.model_copy(update={"issued_at": at(9_999)}))
+    assert (retry.outcome.status, retry.outcome.reason, retry.events) == (
+        OutcomeStatus.REJECTED,
+        RejectionReason.DEDUCTION_IN_PROGRESS,
+        (),
+    )
+    assert retry.outcome == first.outcome  # the same bytes on ledger.outcomes
+    altered = when(state, collection.model_copy(update={"installments": (1,)}))
+    assert altered.outcome.reason is RejectionReason.IDEMPOTENCY_CONFLICT
+
+
+def test_a_command_for_a_loan_that_does_not_exist_leaves_no_record() -> None:
+    decision = when(initial_state(LOAN), request("r1"))
+    assert (decision.outcome.reason, decision.events) == (RejectionReason.UNKNOWN_LOAN, ())
 
 
 def test_a_repeated_open_loan_is_a_duplicate_not_loan_exists() -> None:

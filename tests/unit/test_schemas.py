@@ -341,7 +341,7 @@ def test_what_the_ledger_produces_round_trips(log: Log) -> None:
 
 
 def test_every_event_type_round_trips() -> None:
-    """One scripted history that produces each of the 20 event types at least once."""
+    """One scripted history that produces each of the 21 event types at least once."""
     log = Log()
     log.send(open_loan(fee_per_installment_minor=500, term_months=3))
     log.send(close_day(date(2026, 2, 1), "d1"))  # fell due, auto-debit due
@@ -365,8 +365,11 @@ def test_every_event_type_round_trips() -> None:
     log.send(reversal("a11", backup, channel="beta"))
     log.send(unrecorded_success("a12", first, 1_000, channel="alpha"))
     log.send(discrepancy("a13", first, channel="alpha"))
+    log.send(close_day(date(2026, 2, 10), "d3"))  # refused, and remembered: CommandRejected
 
-    assert all(outcome.status == "accepted" for outcome in log.outcomes), log.outcomes
+    *accepted, refused = log.outcomes
+    assert all(outcome.status == "accepted" for outcome in accepted), log.outcomes
+    assert (refused.status, refused.reason) == ("rejected", "stale_business_date")
     every_type = {get_args(kind.model_fields["type"].annotation)[0] for kind in EVENT_TYPES}
     assert {event.type for event in log.events} == every_type
     for event in log.events:

@@ -48,10 +48,10 @@ class Scenario:
         self.state: LoanState = initial_state(LOAN)
         self.events: list[Event] = []
 
-    def run(self, *commands: Command) -> Scenario:
+    def run(self, *commands: Command, expect: OutcomeStatus = OutcomeStatus.ACCEPTED) -> Scenario:
         for command in commands:
             decision = decide(self.state, command)
-            assert decision.outcome.status is OutcomeStatus.ACCEPTED, decision.outcome
+            assert decision.outcome.status is expect, decision.outcome
             for event in decision.events:
                 self.state = evolve(self.state, event)
                 self.events.append(event)
@@ -98,6 +98,7 @@ def a_troubled_loan() -> Scenario:
     )
     scenario.run(refund_failure("refund-bad-2", scenario.state.refunds[-1].refund_id))
     scenario.run(request("req-3", installments=(2,)))
+    scenario.run(request("req-4", installments=(2,)), expect=OutcomeStatus.REJECTED)
     return scenario.run(success("ok-3", in_flight_id(scenario.state), 102_500))
 
 
@@ -225,6 +226,7 @@ def test_every_kind_of_event_reads_as_a_sentence() -> None:
         summaries
     )
     assert "late fee 51.50 CNY (5150) on installment 1" in summaries
+    assert "RequestRepayment req-4 refused: deduction_in_progress" in summaries
     assert (
         f"attempt {attempts[1]}: statement of 2026-02-02 shows missing_from_statement: "
         "on no statement"
