@@ -10,6 +10,7 @@ state and rebuilding it from what was committed.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -24,6 +25,7 @@ from streams.settings import LedgerSettings
 log = logging.getLogger(__name__)
 
 BATCH = 5_000
+STATS_INTERVAL_MS = 5_000
 POLL_S = 0.02
 TXN_TIMEOUT_S = 30.0
 # A transaction left open by a process that died blocks read_committed readers until the broker
@@ -66,6 +68,8 @@ class BatchLoop:
     instance: str
     batch: int = BATCH
     on_batch: Callable[[int], None] = lambda _count: None
+    # (topic, partition, records behind) every STATS_INTERVAL_MS for each owned partition
+    on_lag: Callable[[str, int, int], None] = lambda _topic, _partition, _lag: None
     _assigned: set[int] = field(default_factory=set)
     _delivery_errors: list[KafkaError] = field(default_factory=list)
 
@@ -169,6 +173,16 @@ class BatchLoop:
         found = consumer.committed(asked, timeout=TXN_TIMEOUT_S)
         return {tp.partition: max(tp.offset, 0) for tp in found}
 
+    def _report_lag(self, statistics: str) -> None:
+        """librdkafka's own consumer lag: the last stable offset (read_committed, so a trailing
+        transaction marker is not lag) minus the committed offset; -1 while either is unknown."""
+        topic = self.stage.input_topic
+        partitions = json.loads(statistics).get("topics", {}).get(topic, {}).get("partitions", {})
+        for number, figures in partitions.items():
+            partition = int(number)
+            if partition in self._assigned and figures.get("consumer_lag", -1) >= 0:
+                self.on_lag(topic, partition, figures["consumer_lag"])
+
     def _owned(self, messages: list[Message]) -> list[Message]:
         kept = []
         for message in messages:
@@ -192,6 +206,8 @@ class BatchLoop:
             "max.partition.fetch.bytes": 4 * 1024 * 1024,
             "fetch.wait.max.ms": 10,
             "session.timeout.ms": int(self.settings.session_timeout_s * 1000),
+            "statistics.interval.ms": STATS_INTERVAL_MS,
+            "stats_cb": self._report_lag,
         }
 
     def _producer_config(self) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from types import FrameType
 
 from streams.batched.decider import BatchDecider
@@ -31,13 +32,13 @@ def run_batched_worker(settings: LedgerSettings) -> None:
         "decider": BatchDecider(settings, settings.policy(), metrics),
         "projector": BatchProjector(settings, metrics),
     }
-    threads = [
-        threading.Thread(
-            target=_run_loop,
-            args=(BatchLoop(settings, stage, role, settings.instance_id), stop, failures),
-            name=role,
-        )
+    loops = [
+        BatchLoop(settings, stage, role, settings.instance_id, on_lag=_lag_gauge(metrics))
         for role, stage in stages.items()
+    ]
+    threads = [
+        threading.Thread(target=_run_loop, args=(loop, stop, failures), name=loop.role)
+        for loop in loops
     ]
 
     def request_stop(_signum: int, _frame: FrameType | None) -> None:
@@ -58,6 +59,13 @@ def run_batched_worker(settings: LedgerSettings) -> None:
             bounded = True
     if failures:
         raise LedgerError(f"a processing loop failed: {failures[0]!r}") from failures[0]
+
+
+def _lag_gauge(metrics: Metrics) -> Callable[[str, int, int], None]:
+    def report(topic: str, partition: int, lag: int) -> None:
+        metrics.lag.labels(topic=topic, partition=str(partition)).set(lag)
+
+    return report
 
 
 def _run_loop(loop: BatchLoop, stop: threading.Event, failures: list[BaseException]) -> None:

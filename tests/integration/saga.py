@@ -8,20 +8,23 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import time
 import urllib.request
+from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any, TypeVar
 
-from schemas.commands import Command
+from schemas.commands import Command, Source
 from streams.channels.client import ChannelClient
 from streams.channels.config import ChannelBehaviour, SimulatorConfig
 from streams.channels.simulator import AccountTruth, GroundTruth
 from streams.localkafka import free_port
 from tests.integration.pipeline import LogFold, Pipeline, balances_from_topic, outcomes_by_command
+from tests.unit.builders import FIRST_DUE, close_day, open_loan, request
 
 T = TypeVar("T")
 Event = dict[str, Any]
@@ -36,6 +39,7 @@ GATEWAY_SETTINGS = {
     "channel_call_timeout_s": "2",
 }
 QUIET = ChannelBehaviour()  # every debit succeeds at once
+SECOND_DUE = date(2026, 3, 1)
 
 
 @dataclass
@@ -46,7 +50,12 @@ class Saga:
 
     @classmethod
     def start(
-        cls, pipeline: Pipeline, seed: int = 11, gateway: dict[str, str] | None = None
+        cls,
+        pipeline: Pipeline,
+        seed: int = 11,
+        gateway: dict[str, str] | None = None,
+        workers: tuple[str, ...] = ("w1",),
+        worker: dict[str, str] | None = None,
     ) -> Saga:
         port, metrics_port = free_port(), free_port()
         config = SimulatorConfig(seed=seed, channels={"alpha": QUIET, "beta": QUIET})
@@ -57,7 +66,8 @@ class Saga:
             "channels", ("channels", "serve", "--port", str(port), "--config", str(config_file))
         )
         saga.wait_for_channels()
-        pipeline.start_worker("w1")
+        for name in workers:
+            pipeline.start_worker(name, **(worker or {}))
         pipeline.start_process(
             "gateway",
             ("gateway",),
@@ -220,3 +230,73 @@ def saga_fixture(
         yield Saga.start(pipeline, gateway=gateway)
     finally:
         pipeline.stop()
+
+
+# ---- a realistic workload and its settling ------------------------------------------------
+
+
+def workload(rng: random.Random, loans: list[str]) -> tuple[list[Command], list[Command]]:
+    """Day one (open, first installment due, doors racing the auto-debit job) and day two."""
+    first: list[Command] = []
+    second: list[Command] = []
+    for loan in loans:
+        first.append(
+            open_loan(
+                f"open-{loan}",
+                loan,
+                borrower_id=f"B-{loan}",
+                debit_account_ref=f"card-{loan}",
+                principal_minor=rng.randrange(300_000, 3_000_000),
+                term_months=rng.choice((2, 3, 6)),
+            )
+        )
+        first.append(close_day(FIRST_DUE, f"close1-{loan}", loan))
+        if rng.random() < 0.5:
+            first.append(request(f"app-{loan}", Source.APP, loan))
+        if rng.random() < 0.2:
+            first.append(request(f"agent-{loan}", Source.COLLECTION, loan, requested_by="agent-3"))
+        second.append(close_day(SECOND_DUE, f"close2-{loan}", loan))
+    return first, second
+
+
+def settled(saga: Saga, timeout_s: float = 600) -> tuple[LogFold, dict[str, list[dict[str, Any]]]]:
+    """Wait until no attempt is in flight and no refund pending, for 5 s in a row."""
+    quiet_since: float | None = None
+    deadline = time.monotonic() + timeout_s
+    while True:
+        records = saga.pipeline.read("ledger.events", timeout_s=5)
+        fold = LogFold().fold(records)
+        by_loan: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for value in fold.by_seq.values():
+            event = json.loads(value)
+            by_loan[event["loan_id"]].append(event)
+        busy = [loan for loan, events in by_loan.items() if _open_work(events)]
+        if not busy:
+            quiet_since = quiet_since or time.monotonic()
+            if time.monotonic() - quiet_since > 5:
+                return fold, by_loan
+        else:
+            quiet_since = None
+        assert time.monotonic() < deadline, f"{len(busy)} loans never settled, e.g. {busy[:3]}"
+        time.sleep(2)
+
+
+def _open_work(events: list[dict[str, Any]]) -> bool:
+    opened = {e.get("attempt_id") or e.get("refund_id") for e in events if e["type"] in STARTS}
+    closed = {e.get("attempt_id") or e.get("refund_id") for e in events if e["type"] in ENDS}
+    return bool(opened - closed)
+
+
+STARTS = {"DeductionStarted", "RefundStarted"}
+ENDS = {"DeductionSucceeded", "DeductionFailed", "RefundSucceeded", "RefundFailed"}
+
+
+def due_on(events: list[dict[str, Any]]) -> int:
+    """Everything the loan can ever owe: the schedule plus late fees."""
+    [opened] = [e for e in events if e["type"] == "LoanOpened"]
+    scheduled = sum(
+        row["principal_minor"] + row["interest_minor"] + row["fee_minor"]
+        for row in opened["schedule"]
+    )
+    late_fees: int = sum(e["amount_minor"] for e in events if e["type"] == "LateFeeAssessed")
+    return int(scheduled) + late_fees

@@ -1,15 +1,23 @@
-"""A short chaos run on a three-node cluster (replication 3, min.insync.replicas 2), under both
-guarantees: load flows through two batched workers while a seeded schedule kills a worker
-(SIGKILL, inside or outside a transaction, wherever it happens to be), freezes the other past
-its session timeout and thaws it (a zombie that must be fenced), kills a broker (SIGKILL) and
-restarts the whole cluster. Then it heals and checks: every command has outcomes that agree
-(repeats byte-identical), the log is exactly the oracle's events with no seq gap, the balances
-equal an independent fold and sum to 0, everything converged within 2 minutes of the last
-fault, and no transaction is left open.
+"""A chaos run on a three-node cluster (replication 3, min.insync.replicas 2), under both
+guarantees. Loans flow through two batched workers, the gateway and the channel simulator (whose
+channels time out, answer late, lose calls and refuse) while a seeded schedule of faults runs:
+SIGKILL of a worker (inside or outside a transaction, wherever it happens to be) and of the
+gateway, SIGSTOP of a worker past its session timeout then SIGCONT (a zombie that must be
+fenced), SIGKILL of a random broker and of the coordinator (the transaction coordinator of a
+worker under exactly_once, the decider group's coordinator under at_least_once), and a
+whole-cluster restart. Then it heals and checks:
+
+- every command (ours and the gateway's) has an outcome, and none has two different ones;
+- the events log is exactly the pure core's replay of the commands log, with no seq gap;
+- the balances topic equals an independent fold of the log, and the balances sum to 0;
+- the simulator's ground truth: every card's net charge equals what the ledger booked, none
+  paid more than was due, and no installment was paid by two orders;
+- consumer lag back to 0 within 2 minutes of the last fault; no transaction left open.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -18,20 +26,34 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from confluent_kafka import IsolationLevel, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
-from schemas.commands import Command
+from schemas.commands import Command, parse_command
+from streams.channels.simulator import AccountTruth
 from streams.errors import LedgerError
 from streams.localkafka import free_port
 from streams.localkafka.cluster import LocalCluster
 from streams.settings import LedgerSettings
 from streams.topics import ensure_topics
-from tests.integration.pipeline import Pipeline
-from tests.integration.test_pipeline import assert_converged
-from tests.integration.workload import repayment_cycle
+from tests.integration.chaos import (
+    consumer_lag,
+    group_coordinator,
+    installments_charged_twice,
+    transaction_coordinator,
+)
+from tests.integration.pipeline import LogFold, Pipeline, oracle_events, outcomes_by_command
+from tests.integration.saga import (
+    Saga,
+    card_net,
+    collected_from_card,
+    due_on,
+    settled,
+    workload,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +62,30 @@ SESSION_TIMEOUT_S = 8.0
 # end) and CHAOS_SEED for another schedule.
 LOAD_SECONDS = float(os.environ.get("CHAOS_SECONDS", "50"))
 SEED = os.environ.get("CHAOS_SEED", "")
-LOANS = max(1_500, int(LOAD_SECONDS * 30))
+LOANS = max(1_000, int(LOAD_SECONDS * 20))
+HEALED_WITHIN_S = 120
+# Channels that misbehave in every way the gateway must survive on its own. Double debits,
+# reversals and cross-midnight bookings are the channel's faults, found by reconciliation
+# (tests/integration/test_saga_randomized.py), not by the processes: left out here.
+ALPHA = {
+    "latency_ms": 5,
+    "timeout_ms": 200,
+    "processing_ms": 400,
+    "definite_failure": 0.05,
+    "processing": 0.05,
+    "timeout_then_debit": 0.03,
+    "timeout_no_effect": 0.02,
+    "lost_in_transit": 0.02,
+}
+BETA = {"latency_ms": 5, "processing_ms": 300, "definite_failure": 0.02, "processing": 0.1}
+GATEWAY = {
+    "sweep_interval_s": "2",
+    "takeover_age_s": "10",
+    "stuck_alert_age_s": "600",
+    "poll_initial_s": "0.1",
+    "poll_max_s": "1",
+    "channel_call_timeout_s": "2",
+}
 
 
 @pytest.fixture(scope="module")
@@ -54,88 +99,155 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
         nodes.down()
 
 
+@pytest.mark.timeout(int(LOAD_SECONDS) + 900)
 @pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
-def test_nothing_lost_or_doubled_through_worker_and_broker_faults(
+def test_nothing_lost_doubled_or_debited_twice_through_process_and_broker_faults(
     cluster: LocalCluster, guarantee: str, tmp_path: Path
 ) -> None:
-    if guarantee == "exactly_once" and "CHAOS_SECONDS" not in os.environ:
-        pytest.skip(
-            "exactly_once chaos failed 1 fresh-clone run in 3 (2026-11-26): a worker's "
-            "send_offsets_to_transaction timed out (_TIMED_OUT) while a broker was down, the "
-            "worker exited, and the run did not converge in the test's bounds; not diagnosed. "
-            "`make chaos` still runs it (10-minute runs passed); at_least_once runs here."
-        )
     pipeline = Pipeline(cluster.bootstrap, guarantee, tmp_path, partitions=4)
     _create_topics(pipeline.settings.model_copy(update={"replication_factor": 3}))
-    commands = repayment_cycle(loans=LOANS, seed=23)
-    extra = {"session_timeout_s": str(SESSION_TIMEOUT_S)}
+    rng = random.Random(f"{guarantee}{SEED}")
+    loans = [f"C-{n:06d}-{rng.getrandbits(24):06x}" for n in range(LOANS)]
+    broke = {f"card-{loan}" for loan in rng.sample(loans, LOANS // 50)}
+    day_one, day_two = workload(rng, loans)
+    worker = {"session_timeout_s": str(SESSION_TIMEOUT_S)}
+    saga = Saga.start(pipeline, gateway=GATEWAY, workers=("w1", "w2"), worker=worker)
     try:
-        pipeline.start_worker("w1", **extra)
-        pipeline.start_worker("w2", **extra)
-        pipeline.supervise()
-        sender = threading.Thread(target=_send_over, args=(pipeline, commands, LOAD_SECONDS))
+        saga.behave("alpha", **ALPHA, insufficient_funds_accounts=frozenset(broke))
+        saga.behave("beta", **BETA)
+        sender = threading.Thread(target=_send_days, args=(pipeline, day_one, day_two))
         sender.start()
         deadline = time.monotonic() + LOAD_SECONDS
-        faults = _run_faults(pipeline, cluster, random.Random(guarantee + SEED), deadline)
+        faults = _run_faults(saga, cluster, rng, deadline)
         sender.join()
         last_fault = time.monotonic()
 
-        assert_converged(pipeline, commands, crashed=True)
-        healed_s = time.monotonic() - last_fault
-        kinds = Counter(
-            fault.split(" ")[0] + (" broker" if "broker" in fault else "") for fault in faults
-        )
-        print(f"\n{len(commands):,} commands, faults {dict(kinds)}: {faults}")
-        print(f"converged {healed_s:.0f} s after the last fault and the end of the load")
-        print(f"worker restarts by the supervisor: {pipeline.restarts}")
-        assert healed_s <= 120, f"converged only {healed_s:.0f} s after the last fault"
+        pipeline.wait_for_outcomes({c.command_id for c in day_one + day_two}, 600)
+        fold, by_loan = settled(saga, timeout_s=600)
+        commands = _assert_every_command_answered_once(pipeline)
+        _assert_books(pipeline, fold, commands)
+        _assert_cards(saga, loans, broke, by_loan)
+        healed_s = _wait_for_no_lag(pipeline, last_fault)
         _assert_no_open_transaction(pipeline.settings)
+
+        kinds = Counter(fault.split(":")[0] for fault in faults)
+        print(
+            f"\n{guarantee}: {len(loans):,} loans, {len(day_one) + len(day_two):,} commands "
+            f"sent, {len(commands):,} on the log with the gateway's"
+        )
+        print(f"faults by kind: {dict(kinds)}")
+        print("\n".join(f"  {fault}" for fault in faults))
+        print(f"consumer lag 0 {healed_s:.0f} s after the last fault and the end of the load")
+        print(
+            f"process restarts by the supervisor: {Counter(n for n, _ in pipeline.restarts)}, "
+            f"exit codes {Counter(c for _, c in pipeline.restarts)}"
+        )
+        print(f"events {len(fold.by_seq):,}, repeats (identical) {fold.repeated_identical:,}")
+        assert healed_s <= HEALED_WITHIN_S, f"lag 0 only {healed_s:.0f} s after the last fault"
     finally:
         pipeline.stop()
 
 
+def _send_days(pipeline: Pipeline, day_one: list[Command], day_two: list[Command]) -> None:
+    """Day one over the first 60 % of the load, day two over the rest."""
+    producer = Producer(pipeline.settings.producer_config() | {"message.timeout.ms": 300_000})
+    _send_over(pipeline, producer, day_one, LOAD_SECONDS * 0.6)
+    _send_over(pipeline, producer, day_two, LOAD_SECONDS * 0.4)
+    assert producer.flush(300) == 0, "commands never acknowledged"
+
+
+def _send_over(
+    pipeline: Pipeline, producer: Producer, commands: list[Command], seconds: float
+) -> None:
+    """Commands in small chunks spread over `seconds`; the idempotent producer retries through
+    broker faults (acks=all), so each is written once."""
+    chunk = 50
+    pause = seconds / max(1, len(commands) / chunk)
+    for start in range(0, len(commands), chunk):
+        pipeline.send(commands[start : start + chunk], producer)
+        time.sleep(pause)
+
+
 def _run_faults(
-    pipeline: Pipeline, cluster: LocalCluster, rng: random.Random, deadline: float
+    saga: Saga, cluster: LocalCluster, rng: random.Random, deadline: float
 ) -> list[str]:
     """The seeded schedule, run while the load flows: each kind of fault once, then more drawn
     at random until the load ends; returns what it did, in order."""
+    pipeline = saga.pipeline
     done: list[str] = []
+    admin = AdminClient(pipeline.settings.confluent_config())
 
     def kill_worker() -> None:
         name = rng.choice(["w1", "w2"])
         pipeline.signal_worker(name, signal.SIGKILL)  # the supervisor restarts it
-        done.append(f"SIGKILL {name}")
+        done.append(f"SIGKILL worker: {name}")
+
+    def kill_gateway() -> None:
+        pipeline.signal_worker("gateway", signal.SIGKILL)
+        done.append("SIGKILL gateway: with its channel calls in flight")
 
     def freeze_worker() -> None:
         name = rng.choice(["w1", "w2"])
         pipeline.signal_worker(name, signal.SIGSTOP)
         time.sleep(SESSION_TIMEOUT_S + 4)  # its partitions move to the other worker
         pipeline.signal_worker(name, signal.SIGCONT)
-        done.append(f"SIGSTOP {name} {SESSION_TIMEOUT_S + 4:.0f} s, SIGCONT")
+        done.append(f"SIGSTOP worker: {name} {SESSION_TIMEOUT_S + 4:.0f} s, SIGCONT")
 
     def kill_broker() -> None:
-        node = cluster.node(rng.randint(1, 3))
-        node.kill()
-        time.sleep(rng.uniform(3, 8))
-        node.start()
-        done.append(f"SIGKILL broker {node.node_id}, restarted")
+        node_id = rng.randint(1, 3)
+        _bounce(cluster, node_id, rng)
+        done.append(f"SIGKILL broker: {node_id}, restarted")
+
+    def kill_coordinator() -> None:
+        try:
+            node_id, what = _coordinator(admin, pipeline, rng)
+        except KafkaException as error:  # the cluster still healing from the last fault
+            done.append(f"SIGKILL coordinator: none found ({error}), skipped")
+            return
+        _bounce(cluster, node_id, rng)
+        done.append(f"SIGKILL coordinator: broker {node_id}, {what}, restarted")
 
     def restart_cluster() -> None:
         for node in cluster.nodes:
             node.kill()
         cluster.up()
-        done.append("whole cluster killed and restarted")
+        done.append("whole cluster: killed and restarted")
 
-    kinds: list[Callable[[], None]] = [kill_worker, freeze_worker, kill_broker, kill_worker]
+    kinds: list[Callable[[], None]] = [
+        kill_worker,
+        freeze_worker,
+        kill_broker,
+        kill_coordinator,
+        kill_gateway,
+    ]
     rng.shuffle(kinds)
     for fault in [*kinds, restart_cluster]:
         time.sleep(rng.uniform(2, 5))
         fault()
     while time.monotonic() < deadline - 30:
         time.sleep(rng.uniform(5, 20))
-        rng.choices([*kinds, restart_cluster], weights=[3, 3, 2, 3, 1])[0]()
+        rng.choices([*kinds, restart_cluster], weights=[3, 3, 2, 2, 2, 1])[0]()
     cluster.wait_ready()
     return done
+
+
+def _bounce(cluster: LocalCluster, node_id: int, rng: random.Random) -> None:
+    node = cluster.node(node_id)
+    node.kill()
+    time.sleep(rng.uniform(3, 8))
+    node.start()
+
+
+def _coordinator(admin: AdminClient, pipeline: Pipeline, rng: random.Random) -> tuple[int, str]:
+    """A broker coordinating the workers: under exactly_once the transaction coordinator of one
+    worker's decider, else the decider group's coordinator."""
+    settings = pipeline.settings
+    if pipeline.guarantee == "exactly_once":
+        transactional_id = f"{settings.group_id}-decider-{rng.choice(['w1', 'w2'])}"
+        node_id = transaction_coordinator(admin, transactional_id)
+        return node_id, f"transaction coordinator of {transactional_id}"
+    group = settings.worker_groups[0]
+    return group_coordinator(admin, group), f"group coordinator of {group}"
 
 
 def _create_topics(settings: LedgerSettings, timeout_s: float = 60.0) -> None:
@@ -153,22 +265,80 @@ def _create_topics(settings: LedgerSettings, timeout_s: float = 60.0) -> None:
             time.sleep(2)
 
 
-def _send_over(pipeline: Pipeline, commands: list[Command], seconds: float) -> None:
-    """Commands in small chunks spread over `seconds`; the idempotent producer retries through
-    broker faults (acks=all), so each is written once."""
-    producer = Producer(pipeline.settings.producer_config() | {"message.timeout.ms": 300_000})
-    chunk = 50
-    pause = seconds / (len(commands) / chunk)
-    for start in range(0, len(commands), chunk):
-        pipeline.send(commands[start : start + chunk], producer)
-        time.sleep(pause)
-    assert producer.flush(300) == 0, "commands never acknowledged"
+def _assert_every_command_answered_once(pipeline: Pipeline) -> list[Command]:
+    """Every command on the log, ours and the gateway's, has an outcome, and all the copies of
+    a command's outcome are the same bytes. Returns the commands in log order."""
+    records = sorted(pipeline.read("ledger.commands"), key=lambda r: (r[2], r[3]))
+    commands = [parse_command(value or b"") for _key, value, _p, _o in records]
+    wanted = {command.command_id for command in commands}
+    pipeline.wait_for_outcomes(wanted, timeout_s=300)
+    outcomes = outcomes_by_command(pipeline.read("ledger.outcomes"))
+    missing = wanted - outcomes.keys()
+    assert not missing, f"{len(missing)} commands without an outcome, e.g. {sorted(missing)[:3]}"
+    doubled = {c: copies for c, copies in outcomes.items() if len({_effect(o) for o in copies}) > 1}
+    assert not doubled, f"{len(doubled)} with two outcomes: {list(doubled.items())[:3]}"
+    return commands
+
+
+def _effect(outcome: bytes) -> tuple[str, str | None, tuple[str, ...]]:
+    """What an outcome says happened. A command sent again (the gateway repeats its report
+    after a restart) is answered `duplicate` with the events of the first: the same effect."""
+    answer = json.loads(outcome)
+    status = "accepted" if answer["status"] == "duplicate" else answer["status"]
+    return status, answer["reason"], tuple(answer["event_ids"])
+
+
+def _assert_books(pipeline: Pipeline, fold: LogFold, commands: list[Command]) -> None:
+    """The log is the pure core's replay of the commands log (partition by partition, in
+    offset order); the balances topic is the log's fold; the balances sum to 0."""
+    assert fold.conflicting_repeats == []
+    assert fold.seq_gaps() == []
+    assert fold.by_seq == oracle_events(commands), "the log differs from the replay"
+    expected = dict(fold.balances)
+    assert sum(expected.values()) == 0
+    assert pipeline.wait_for_balances(expected, timeout_s=180) == expected
+
+
+def _assert_cards(
+    saga: Saga, loans: list[str], broke: set[str], by_loan: dict[str, list[dict[str, Any]]]
+) -> None:
+    """The simulator's ground truth against the ledger's log, card by card."""
+    truth = saga.truth()
+    nets = {loan: card_net(truth.accounts.get(f"card-{loan}", AccountTruth())) for loan in loans}
+    disagree = [loan for loan in loans if nets[loan] != collected_from_card(by_loan[loan], loan)]
+    assert disagree == [], f"{len(disagree)} cards disagree with the books, e.g. {disagree[:3]}"
+    over = [loan for loan in loans if nets[loan] > due_on(by_loan[loan])]
+    assert over == [], f"{len(over)} cards paid more than was due, e.g. {over[:3]}"
+    twice = installments_charged_twice(truth, by_loan)
+    assert twice == [], f"{len(twice)} installments paid twice, e.g. {twice[:3]}"
+    charged = [card for card in broke if truth.accounts.get(card, AccountTruth()).charged_minor]
+    assert charged == [], "a card without funds was charged"
+    paid = sum(1 for net in nets.values() if net > 0)
+    print(f"cards: {paid:,} of {len(loans):,} paid; 0 disagree, 0 over, 0 installments twice")
+    assert paid > len(loans) // 2
+
+
+def _wait_for_no_lag(pipeline: Pipeline, last_fault: float, timeout_s: float = 600) -> float:
+    """Seconds from the last fault until every group (the workers' and the gateway's) has
+    committed up to the end of what it reads."""
+    settings = pipeline.settings
+    groups = (*settings.worker_groups, f"{settings.group_id}-gateway")
+    admin = AdminClient(settings.confluent_config())
+    deadline = time.monotonic() + timeout_s
+    while True:
+        lag = consumer_lag(admin, groups)
+        if all(behind == 0 for behind in lag.values()):
+            return time.monotonic() - last_fault
+        assert time.monotonic() < deadline, f"consumer lag never reached 0: {lag}"
+        time.sleep(1)
 
 
 def _assert_no_open_transaction(settings: LedgerSettings) -> None:
     """On every partition the last stable offset equals the high watermark."""
     admin = AdminClient(settings.confluent_config())
-    topics = [settings.topic(name) for name in ("ledger.events", "ledger.outcomes")]
+    topics = [
+        settings.topic(name) for name in ("ledger.events", "ledger.outcomes", "ledger.balances")
+    ]
     partitions = [TopicPartition(t, p) for t in topics for p in range(settings.partitions)]
     ends = {}
     for level in (IsolationLevel.READ_COMMITTED, IsolationLevel.READ_UNCOMMITTED):

@@ -1,0 +1,101 @@
+"""What the chaos run needs besides the saga harness: who coordinates what (to kill it on
+purpose), consumer lag read from the brokers, and the cards checked against the simulator's
+ground truth installment by installment."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from confluent_kafka import ConsumerGroupTopicPartitions, IsolationLevel, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec
+
+from streams.channels.simulator import GroundTruth
+
+TRANSACTION_STATE = "__transaction_state"
+
+
+def java_string_hash(text: str) -> int:
+    """Java's String.hashCode (over UTF-16 code units, 32-bit wrap-around), which Kafka uses to
+    place a transactional id on a partition of __transaction_state."""
+    value = 0
+    for unit in text.encode("utf-16-be").hex(" ", 2).split():
+        value = (31 * value + int(unit, 16)) & 0xFFFFFFFF
+    return value - (1 << 32) if value >= 1 << 31 else value
+
+
+def transaction_partition(transactional_id: str, partitions: int) -> int:
+    """Kafka's TransactionStateManager.partitionFor: Utils.abs(hashCode) % partitions, where
+    Utils.abs masks the sign bit rather than negating."""
+    return (java_string_hash(transactional_id) & 0x7FFFFFFF) % partitions
+
+
+def transaction_coordinator(admin: AdminClient, transactional_id: str) -> int:
+    """The broker leading the __transaction_state partition of this id: its coordinator."""
+    topic = admin.list_topics(TRANSACTION_STATE, timeout=30).topics[TRANSACTION_STATE]
+    partition = transaction_partition(transactional_id, len(topic.partitions))
+    leader: int = topic.partitions[partition].leader
+    return leader
+
+
+def group_coordinator(admin: AdminClient, group: str) -> int:
+    [described] = admin.describe_consumer_groups([group], request_timeout=30).values()
+    coordinator: int = described.result(30).coordinator.id
+    return coordinator
+
+
+def consumer_lag(admin: AdminClient, groups: tuple[str, ...]) -> dict[str, int]:
+    """Per group, the records between its committed offsets and the last stable offsets of the
+    partitions it committed (transaction markers count as read)."""
+    lag: dict[str, int] = {}
+    for group in groups:
+        asked = [ConsumerGroupTopicPartitions(group)]
+        [future] = admin.list_consumer_group_offsets(asked, request_timeout=30).values()
+        committed = [tp for tp in future.result(30).topic_partitions if tp.offset >= 0]
+        if not committed:
+            lag[group] = -1  # nothing committed yet: not caught up
+            continue
+        ends = _stable_ends(admin, committed)
+        lag[group] = sum(max(0, ends[(tp.topic, tp.partition)] - tp.offset) for tp in committed)
+    return lag
+
+
+def _stable_ends(
+    admin: AdminClient, partitions: list[TopicPartition]
+) -> dict[tuple[str, int], int]:
+    asked = {
+        TopicPartition(tp.topic, tp.partition): OffsetSpec.latest()  # type: ignore[no-untyped-call]
+        for tp in partitions
+    }
+    found = admin.list_offsets(asked, isolation_level=IsolationLevel.READ_COMMITTED)
+    return {(tp.topic, tp.partition): f.result(30).offset for tp, f in found.items()}
+
+
+def installments_charged_twice(
+    truth: GroundTruth, events_by_loan: dict[str, list[dict[str, Any]]]
+) -> list[tuple[str, int]]:
+    """(loan, installment) pairs for which more than one order kept the borrower's money: every
+    charge the simulator really made counts, whatever the ledger was told, less the refunds the
+    ledger made of that order (a late success past what was owed is refunded as excess)."""
+    keeping: Counter[tuple[str, int]] = Counter()
+    for loan, events in events_by_loan.items():
+        refunded = _refunded_by_order(events)
+        for event in events:
+            if event["type"] != "DeductionStarted":
+                continue
+            order = truth.orders.get(event["order_id"])
+            charged = event["amount_minor"] * (order.charges if order is not None else 0)
+            if charged - refunded[event["order_id"]] > 0:
+                for installment in event["installments"]:
+                    keeping[(loan, installment)] += 1
+    return sorted(key for key, orders in keeping.items() if orders > 1)
+
+
+def _refunded_by_order(events: list[dict[str, Any]]) -> Counter[str]:
+    started = {e["refund_id"]: e for e in events if e["type"] == "RefundStarted"}
+    refunded: Counter[str] = Counter()
+    for event in events:
+        if event["type"] == "RefundSucceeded":
+            refund = started[event["refund_id"]]
+            refunded[refund["order_id"]] += refund["amount_minor"]
+    return refunded
