@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -34,6 +35,13 @@ TRANSACTION_TIMEOUT_MS = 10_000
 # How long a transaction step is retried through a retriable error (a whole-cluster restart
 # takes about a minute here) before the process gives up and its supervisor restarts it.
 RETRIABLE_FOR_S = 180.0
+# librdkafka#5456 and #5511: send_offsets_to_transaction can block for ever, past its own
+# timeout, once the group coordinator it cached was decommissioned (a broker killed and
+# restarted; seen in the chaos run on 2.16.0). A step that has not returned by then ends the
+# process: its supervisor restarts it, and the new incarnation's init_transactions fences this
+# one and aborts its open transaction.
+STEP_DEADLINE_S = 3 * TXN_TIMEOUT_S
+STUCK_EXIT_CODE = 75
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,13 +243,34 @@ def _retrying(call: Callable[[], None], give_up_after_s: float = RETRIABLE_FOR_S
     deadline = time.monotonic() + give_up_after_s
     while True:
         try:
-            call()
+            bounded(call, STEP_DEADLINE_S)
             return
         except KafkaException as error:
             if not error.args[0].retriable() or time.monotonic() > deadline:
                 raise
             log.warning("transaction step failed, retrying: %s", error)
             time.sleep(0.5)
+
+
+def bounded(call: Callable[[], None], deadline_s: float) -> None:
+    """Run a blocking client call; end the process if it has not returned in `deadline_s`."""
+    timer = threading.Timer(deadline_s, _end_stuck, args=(deadline_s,))
+    timer.daemon = True
+    timer.start()
+    try:
+        call()
+    finally:
+        timer.cancel()
+
+
+def _end_stuck(deadline_s: float) -> None:
+    log.error(
+        "a transaction step has not returned in %.0f s (librdkafka#5456/#5511); ending the "
+        "process for its supervisor to restart it",
+        deadline_s,
+    )
+    logging.shutdown()
+    os._exit(STUCK_EXIT_CODE)
 
 
 def _commit(consumer: Consumer, offsets: list[TopicPartition]) -> None:
