@@ -182,14 +182,22 @@ class BatchLoop:
         return {tp.partition: max(tp.offset, 0) for tp in found}
 
     def _report_lag(self, statistics: str) -> None:
-        """librdkafka's own consumer lag: the last stable offset (read_committed, so a trailing
-        transaction marker is not lag) minus the committed offset; -1 while either is unknown."""
+        """Records behind, from librdkafka's statistics: its `consumer_lag` (last stable offset
+        minus committed offset) where it knows the committed offset; under exactly_once the
+        offsets are committed through the producer's transaction, which the consumer does not
+        see, so there the last stable offset minus the consumer's position."""
         topic = self.stage.input_topic
         partitions = json.loads(statistics).get("topics", {}).get(topic, {}).get("partitions", {})
         for number, figures in partitions.items():
             partition = int(number)
-            if partition in self._assigned and figures.get("consumer_lag", -1) >= 0:
-                self.on_lag(topic, partition, figures["consumer_lag"])
+            if partition not in self._assigned:
+                continue
+            lag = figures.get("consumer_lag", -1)
+            stable, position = figures.get("ls_offset", -1), figures.get("app_offset", -1)
+            if lag < 0 and stable >= 0 and position >= 0:
+                lag = max(0, stable - position)
+            if lag >= 0:
+                self.on_lag(topic, partition, lag)
 
     def _owned(self, messages: list[Message]) -> list[Message]:
         kept = []

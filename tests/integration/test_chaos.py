@@ -323,10 +323,9 @@ def _wait_for_no_lag(pipeline: Pipeline, last_fault: float, timeout_s: float = 6
     committed up to the end of what it reads."""
     settings = pipeline.settings
     groups = (*settings.worker_groups, f"{settings.group_id}-gateway")
-    admin = AdminClient(settings.confluent_config())
     deadline = time.monotonic() + timeout_s
     while True:
-        lag = consumer_lag(admin, groups)
+        lag = consumer_lag(settings.confluent_config(), groups)
         if all(behind == 0 for behind in lag.values()):
             return time.monotonic() - last_fault
         assert time.monotonic() < deadline, f"consumer lag never reached 0: {lag}"
