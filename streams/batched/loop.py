@@ -40,7 +40,7 @@ RETRIABLE_FOR_S = 180.0
 # restarted; seen in the chaos run on 2.16.0). A step that has not returned by then ends the
 # process: its supervisor restarts it, and the new incarnation's init_transactions fences this
 # one and aborts its open transaction.
-STEP_DEADLINE_S = 3 * TXN_TIMEOUT_S
+STEP_DEADLINE_S = TXN_TIMEOUT_S + 15
 STUCK_EXIT_CODE = 75
 
 
