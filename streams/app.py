@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -191,7 +192,7 @@ def _credentials(settings: LedgerSettings) -> Any:
         password = settings.sasl_password.get_secret_value() if settings.sasl_password else ""
         ssl_context = None
         if settings.security_protocol == "SASL_SSL":
-            ssl_context = faust.auth.ssl.create_default_context(cafile=settings.ssl_cafile)  # type: ignore[attr-defined]
+            ssl_context = ssl.create_default_context(cafile=settings.ssl_cafile)
         return faust.SASLCredentials(
             username=settings.sasl_username,
             password=password,
@@ -199,7 +200,5 @@ def _credentials(settings: LedgerSettings) -> Any:
             ssl_context=ssl_context,
         )
     if settings.security_protocol == "SSL":
-        import ssl
-
         return faust.SSLCredentials(ssl.create_default_context(cafile=settings.ssl_cafile))
     return None

@@ -201,7 +201,7 @@ def _run_faults(
     def kill_coordinator() -> None:
         try:
             node_id, what = _coordinator(admin, pipeline, rng)
-        except KafkaException as error:  # the cluster still healing from the last fault
+        except (KafkaException, TimeoutError) as error:  # the cluster still healing
             done.append(f"SIGKILL coordinator: none found ({error}), skipped")
             return
         _bounce(cluster, node_id, rng)
