@@ -64,7 +64,7 @@ def consumer_lag(config: dict[str, Any], groups: tuple[str, ...]) -> dict[str, i
         if not committed:
             lag[group] = -1  # nothing committed yet: not caught up
             continue
-        ends = _stable_ends(admin, committed)
+        ends = last_offsets(admin, committed, IsolationLevel.READ_COMMITTED)
         gaps = [(tp, ends[(tp.topic, tp.partition)] - tp.offset) for tp in committed]
         lag[group] = sum(
             _records_between(config, tp, tp.offset + gap) if 0 < gap <= 10 else max(0, gap)
@@ -101,14 +101,15 @@ def _records_between(config: dict[str, Any], start: TopicPartition, end: int) ->
         reader.close()
 
 
-def _stable_ends(
-    admin: AdminClient, partitions: list[TopicPartition]
+def last_offsets(
+    admin: AdminClient, partitions: list[TopicPartition], level: IsolationLevel
 ) -> dict[tuple[str, int], int]:
+    """End offset per partition: the last stable offset (READ_COMMITTED) or the high watermark."""
     asked = {
         TopicPartition(tp.topic, tp.partition): OffsetSpec.latest()  # type: ignore[no-untyped-call]
         for tp in partitions
     }
-    found = admin.list_offsets(asked, isolation_level=IsolationLevel.READ_COMMITTED)
+    found = admin.list_offsets(asked, isolation_level=level)
     return {(tp.topic, tp.partition): f.result(30).offset for tp, f in found.items()}
 
 

@@ -137,6 +137,17 @@ class Pipeline:
         producer.flush(60)
         return count
 
+    def send_over(
+        self, commands: list[Command], seconds: float, producer: Producer | None = None
+    ) -> None:
+        """Commands in chunks of 50 spread over `seconds`, as a steady upstream would send."""
+        producer = producer or Producer(self.settings.producer_config())
+        chunk = 50
+        pause = seconds / max(1, len(commands) / chunk)
+        for start in range(0, len(commands), chunk):
+            self.send(commands[start : start + chunk], producer)
+            time.sleep(pause)
+
     def send_raw(self, producer: Producer, key: bytes | None, value: bytes) -> None:
         while True:
             try:

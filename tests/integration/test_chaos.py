@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 from confluent_kafka import IsolationLevel, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, OffsetSpec
+from confluent_kafka.admin import AdminClient
 
 from schemas.commands import Command, parse_command
 from streams.channels.simulator import AccountTruth
@@ -43,6 +43,7 @@ from tests.integration.chaos import (
     consumer_lag,
     group_coordinator,
     installments_charged_twice,
+    last_offsets,
     transaction_coordinator,
 )
 from tests.integration.pipeline import LogFold, Pipeline, oracle_events, outcomes_by_command
@@ -151,21 +152,10 @@ def test_nothing_lost_doubled_or_debited_twice_through_process_and_broker_faults
 def _send_days(pipeline: Pipeline, day_one: list[Command], day_two: list[Command]) -> None:
     """Day one over the first 60 % of the load, day two over the rest."""
     producer = Producer(pipeline.settings.producer_config() | {"message.timeout.ms": 300_000})
-    _send_over(pipeline, producer, day_one, LOAD_SECONDS * 0.6)
-    _send_over(pipeline, producer, day_two, LOAD_SECONDS * 0.4)
+    # The idempotent producer retries through broker faults (acks=all): each is written once.
+    pipeline.send_over(day_one, LOAD_SECONDS * 0.6, producer)
+    pipeline.send_over(day_two, LOAD_SECONDS * 0.4, producer)
     assert producer.flush(300) == 0, "commands never acknowledged"
-
-
-def _send_over(
-    pipeline: Pipeline, producer: Producer, commands: list[Command], seconds: float
-) -> None:
-    """Commands in small chunks spread over `seconds`; the idempotent producer retries through
-    broker faults (acks=all), so each is written once."""
-    chunk = 50
-    pause = seconds / max(1, len(commands) / chunk)
-    for start in range(0, len(commands), chunk):
-        pipeline.send(commands[start : start + chunk], producer)
-        time.sleep(pause)
 
 
 def _run_faults(
@@ -335,13 +325,11 @@ def _wait_for_no_lag(pipeline: Pipeline, last_fault: float, timeout_s: float = 6
 def _assert_no_open_transaction(settings: LedgerSettings) -> None:
     """On every partition the last stable offset equals the high watermark."""
     admin = AdminClient(settings.confluent_config())
-    topics = [
-        settings.topic(name) for name in ("ledger.events", "ledger.outcomes", "ledger.balances")
+    names = ("ledger.events", "ledger.outcomes", "ledger.balances")
+    partitions = [
+        TopicPartition(settings.topic(name), p)
+        for name in names
+        for p in range(settings.partitions)
     ]
-    partitions = [TopicPartition(t, p) for t in topics for p in range(settings.partitions)]
-    ends = {}
-    for level in (IsolationLevel.READ_COMMITTED, IsolationLevel.READ_UNCOMMITTED):
-        asked = {tp: OffsetSpec.latest() for tp in partitions}  # type: ignore[no-untyped-call]
-        found = admin.list_offsets(asked, isolation_level=level)
-        ends[level] = {(tp.topic, tp.partition): f.result(30).offset for tp, f in found.items()}
-    assert ends[IsolationLevel.READ_COMMITTED] == ends[IsolationLevel.READ_UNCOMMITTED]
+    stable = last_offsets(admin, partitions, IsolationLevel.READ_COMMITTED)
+    assert stable == last_offsets(admin, partitions, IsolationLevel.READ_UNCOMMITTED)

@@ -102,7 +102,7 @@ def test_worker_killed_five_times_while_commands_flow(pipeline: Pipeline) -> Non
     commands = repayment_cycle(loans=400, seed=11)
     rng = random.Random(2026)
     pipeline.start_worker()
-    sender = threading.Thread(target=_send_slowly, args=(pipeline, commands, 8.0))
+    sender = threading.Thread(target=pipeline.send_over, args=(commands, 8.0))
     sender.start()
     for _ in range(5):
         time.sleep(rng.uniform(0.5, 2.5))
@@ -220,15 +220,6 @@ def _has_readable_ids(value: bytes) -> bool:
     except ValueError:
         return False
     return isinstance(document, dict) and "command_id" in document and "loan_id" in document
-
-
-def _send_slowly(pipeline: Pipeline, commands: list[Command], seconds: float) -> None:
-    producer = Producer(pipeline.settings.producer_config())
-    chunk = 50
-    pause = seconds / (len(commands) / chunk)
-    for start in range(0, len(commands), chunk):
-        pipeline.send(commands[start : start + chunk], producer)
-        time.sleep(pause)
 
 
 def _poison(rng: random.Random, n: int) -> tuple[bytes | None, bytes]:
