@@ -1,11 +1,12 @@
 """What the chaos run needs besides the saga harness: who coordinates what (to kill it on
 purpose), consumer lag read from the brokers, and the cards checked against the simulator's
-ground truth installment by installment."""
+ground truth: no group of installments charged more than it owed."""
 
 from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Iterable
 from typing import Any
 
 from confluent_kafka import (
@@ -113,24 +114,63 @@ def last_offsets(
     return {(tp.topic, tp.partition): f.result(30).offset for tp, f in found.items()}
 
 
-def installments_charged_twice(
+def installments_overcharged(
     truth: GroundTruth, events_by_loan: dict[str, list[dict[str, Any]]]
-) -> list[tuple[str, int]]:
-    """(loan, installment) pairs for which more than one order kept the borrower's money: every
-    charge the simulator really made counts, whatever the ledger was told, less the refunds the
-    ledger made of that order (a late success past what was owed is refunded as excess)."""
-    keeping: Counter[tuple[str, int]] = Counter()
+) -> list[tuple[str, tuple[int, ...]]]:
+    """(loan, installments) for which the orders naming only those installments kept more of the
+    borrower's money than the installments ever owed (schedule plus late fees): a borrower
+    debited twice for the same money. What an order kept is what the simulator really charged,
+    whatever the ledger was told, less the refunds the ledger made of it.
+
+    Two orders may rightly both pay one installment: a late fee assessed while the first was in
+    flight leaves a remainder the next due date's debit pays. Only money beyond what a group of
+    installments owed is a double debit, so every union of the orders' installments is checked."""
+    found = []
     for loan, events in events_by_loan.items():
-        refunded = _refunded_by_order(events)
-        for event in events:
-            if event["type"] != "DeductionStarted":
-                continue
+        owed = _owed_by_installment(events)
+        kept = _kept_by_order(truth, events)
+        for group in _unions(named for named, _ in kept):
+            taken = sum(amount for named, amount in kept if named <= group)
+            if taken > sum(owed[number] for number in group):
+                found.append((loan, tuple(sorted(group))))
+                break
+    return sorted(found)
+
+
+def _owed_by_installment(events: list[dict[str, Any]]) -> Counter[int]:
+    owed: Counter[int] = Counter()
+    for event in events:
+        if event["type"] == "LoanOpened":
+            for row in event["schedule"]:
+                owed[row["number"]] += row["principal_minor"] + row["interest_minor"]
+                owed[row["number"]] += row["fee_minor"]
+        if event["type"] == "LateFeeAssessed":
+            owed[event["installment"]] += event["amount_minor"]
+    return owed
+
+
+def _kept_by_order(
+    truth: GroundTruth, events: list[dict[str, Any]]
+) -> list[tuple[frozenset[int], int]]:
+    refunded = _refunded_by_order(events)
+    kept = []
+    for event in events:
+        if event["type"] == "DeductionStarted":
             order = truth.orders.get(event["order_id"])
             charged = event["amount_minor"] * (order.charges if order is not None else 0)
             if charged - refunded[event["order_id"]] > 0:
-                for installment in event["installments"]:
-                    keeping[(loan, installment)] += 1
-    return sorted(key for key, orders in keeping.items() if orders > 1)
+                kept.append(
+                    (frozenset(event["installments"]), charged - refunded[event["order_id"]])
+                )
+    return kept
+
+
+def _unions(sets: Iterable[frozenset[int]]) -> set[frozenset[int]]:
+    """Every union of one or more of `sets` (a loan has a handful of orders that kept money)."""
+    unions: set[frozenset[int]] = set()
+    for named in sets:
+        unions |= {union | named for union in unions} | {named}
+    return unions
 
 
 def _refunded_by_order(events: list[dict[str, Any]]) -> Counter[str]:
