@@ -72,19 +72,25 @@ class LocalCluster:
         """Until every node answers and the metadata lists all of them."""
         for node in self.nodes:
             node.wait_ready()
+        # One client for the whole wait: a throw-away client per poll, destroyed while brokers
+        # come and go, was beside a librdkafka abort in a chaos run's test process.
+        admin = self._admin()
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if self.brokers_seen() == len(self.nodes):
+            if self.brokers_seen(admin) == len(self.nodes):
                 return
             time.sleep(0.5)
         raise BrokerError(f"the cluster did not list {len(self.nodes)} brokers in time")
 
-    def brokers_seen(self) -> int:
-        admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 0})
+    def brokers_seen(self, admin: AdminClient | None = None) -> int:
+        admin = admin or self._admin()
         try:
             return len(admin.list_topics(timeout=5).brokers)
         except Exception:  # not answering yet
             return 0
+
+    def _admin(self) -> AdminClient:
+        return AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 0})
 
 
 def main(argv: list[str] | None = None) -> int:
