@@ -6,6 +6,7 @@ through the admin API (as a principal allowed to alter ACLs).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -66,12 +67,8 @@ def grants(settings: LedgerSettings, component: Component) -> list[Grant]:
             *topics((AclOperation.READ, AclOperation.WRITE), EVENTS.name),
             *topics((AclOperation.WRITE,), OUTCOMES.name, BALANCES.name, DLQ.name),
             *(literal(ResourceType.GROUP, name) for name in settings.worker_groups),
-            *(
-                Grant(ResourceType.TRANSACTIONAL_ID, f"{group}-{role}-",
-                      ResourcePatternType.PREFIXED, WRITE)
-                for role in ("decider", "projector")
-            ),
-        ]  # fmt: skip
+            *_engine_grants(settings, topics),
+        ]
     if component == "gateway":
         return [
             *describe_all,
@@ -82,6 +79,27 @@ def grants(settings: LedgerSettings, component: Component) -> list[Grant]:
     if component == "client":
         return [*topics(WRITE, COMMANDS.name), *topics(READ, OUTCOMES.name)]
     return topics(READ, EVENTS.name, BALANCES.name, OUTCOMES.name)  # analyst: the CLI's readers
+
+
+def _engine_grants(settings: LedgerSettings, topics: Callable[..., list[Grant]]) -> list[Grant]:
+    """The batched engine's transactional ids are `{group}-decider-…` and `{group}-projector-…`.
+    faust's are `{group}-{partition group}-{partition}`, and it reads and writes its tables'
+    changelogs (restoring a table reads it; every table update writes it)."""
+    group = settings.group_id
+    if settings.engine == "batched":
+        return [_transactional_ids(f"{group}-{role}-") for role in ("decider", "projector")]
+    changelogs = [spec.name for spec in changelog_specs(settings)]
+    return [
+        *topics((AclOperation.READ, AclOperation.WRITE), *changelogs),
+        # It subscribes to outcomes so that its outcome sends join the command's transaction
+        # (streams/app.py, faust-streaming#177).
+        *topics((AclOperation.READ,), OUTCOMES.name),
+        _transactional_ids(f"{group}-"),
+    ]
+
+
+def _transactional_ids(prefix: str) -> Grant:
+    return Grant(ResourceType.TRANSACTIONAL_ID, prefix, ResourcePatternType.PREFIXED, WRITE)
 
 
 def bindings(settings: LedgerSettings, component: Component, principal: str) -> list[AclBinding]:

@@ -36,6 +36,9 @@ def make_app(settings: LedgerSettings, metrics: Metrics | None = None) -> faust.
         topic_replication_factor=settings.replication_factor,
         # No on_leader timers: skip the leader-election topic.
         topic_disable_leader=True,
+        # `ensure_topics` has made every topic, changelogs included, before faust starts: faust
+        # must not try again (a least-privilege worker may not create topics, README "Security").
+        topic_allow_declare=False,
         # Standby replicas keep faust's own assignor under exactly_once (faust-streaming#440).
         table_standby_replicas=1,
         web_enabled=False,

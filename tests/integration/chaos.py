@@ -20,10 +20,10 @@ from confluent_kafka.admin import AdminClient, OffsetSpec
 from streams.channels.simulator import GroundTruth
 
 TRANSACTION_STATE = "__transaction_state"
-# librdkafka ends an admin request itself before we stop waiting for it. Giving up on a future
-# first drops the AdminClient with the request still queued; during a whole-cluster restart the
-# test process then once aborted inside librdkafka 2.16 (`rd_kafka_enq_once_del_source_return:
-# Assertion 'eonce->refcnt > 0'`, no issue thread found).
+CONSUMER_OFFSETS = "__consumer_offsets"
+# librdkafka ends an admin request itself before we stop waiting for it: giving up first would
+# drop the AdminClient with the request still queued (see group_coordinator for the abort this
+# machinery once caused).
 ADMIN_TIMEOUT_S = 20
 RESULT_WAIT_S = 60
 
@@ -37,24 +37,33 @@ def java_string_hash(text: str) -> int:
     return value - (1 << 32) if value >= 1 << 31 else value
 
 
-def transaction_partition(transactional_id: str, partitions: int) -> int:
-    """Kafka's TransactionStateManager.partitionFor: Utils.abs(hashCode) % partitions, where
+def coordinator_partition(key: str, partitions: int) -> int:
+    """Where Kafka keeps a transactional id (TransactionStateManager.partitionFor) or a group
+    (GroupCoordinatorService.topicPartitionFor): Utils.abs(hashCode) % partitions, where
     Utils.abs masks the sign bit rather than negating."""
-    return (java_string_hash(transactional_id) & 0x7FFFFFFF) % partitions
+    return (java_string_hash(key) & 0x7FFFFFFF) % partitions
 
 
 def transaction_coordinator(admin: AdminClient, transactional_id: str) -> int:
     """The broker leading the __transaction_state partition of this id: its coordinator."""
     topic = admin.list_topics(TRANSACTION_STATE, timeout=30).topics[TRANSACTION_STATE]
-    partition = transaction_partition(transactional_id, len(topic.partitions))
+    partition = coordinator_partition(transactional_id, len(topic.partitions))
     leader: int = topic.partitions[partition].leader
     return leader
 
 
 def group_coordinator(admin: AdminClient, group: str) -> int:
-    [described] = admin.describe_consumer_groups([group], request_timeout=ADMIN_TIMEOUT_S).values()
-    coordinator: int = described.result(RESULT_WAIT_S).coordinator.id
-    return coordinator
+    """The broker leading the __consumer_offsets partition of this group: its coordinator, placed
+    the same way as a transactional id (GroupCoordinatorService.topicPartitionFor).
+
+    Not `describe_consumer_groups`: twice, with brokers being killed, a test process that had
+    asked it aborted inside librdkafka 2.16 (`rd_kafka_enq_once_del_source_return: Assertion
+    'eonce->refcnt > 0'`, in its coordinator-request machinery; no issue thread found). The
+    metadata this reads never did, in every exactly_once run."""
+    topic = admin.list_topics(CONSUMER_OFFSETS, timeout=30).topics[CONSUMER_OFFSETS]
+    partition = coordinator_partition(group, len(topic.partitions))
+    leader: int = topic.partitions[partition].leader
+    return leader
 
 
 def consumer_lag(config: dict[str, Any], groups: tuple[str, ...]) -> dict[str, int]:

@@ -117,6 +117,7 @@ def test_nothing_lost_doubled_or_debited_twice_through_process_and_broker_faults
     try:
         saga.behave("alpha", **ALPHA, insufficient_funds_accounts=frozenset(broke))
         saga.behave("beta", **BETA)
+        _assert_coordinators_found_where_kafka_puts_them(pipeline.settings)
         sender = threading.Thread(target=_send_days, args=(pipeline, day_one, day_two))
         sender.start()
         deadline = time.monotonic() + LOAD_SECONDS
@@ -220,6 +221,15 @@ def _run_faults(
         rng.choices([*kinds, restart_cluster], weights=[3, 3, 2, 2, 2, 1])[0]()
     cluster.wait_ready()
     return done
+
+
+def _assert_coordinators_found_where_kafka_puts_them(settings: LedgerSettings) -> None:
+    """The coordinator the faults aim at, found from metadata, is the one the brokers name while
+    the cluster is whole (asking them during faults once aborted the test process)."""
+    admin = AdminClient(settings.confluent_config())
+    for group in settings.worker_groups:
+        [described] = admin.describe_consumer_groups([group], request_timeout=20).values()
+        assert described.result(60).coordinator.id == group_coordinator(admin, group)
 
 
 def _bounce(cluster: LocalCluster, node_id: int, rng: random.Random) -> None:

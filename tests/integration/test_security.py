@@ -119,20 +119,20 @@ def test_every_component_works_over_sasl_ssl_with_only_its_acls(
     assert not [c for c, password in secured.passwords.items() if password in logs]
 
 
-@pytest.mark.skip(
-    reason="faust engine over SASL_SSL not working yet (2026-11-26): it raised AttributeError "
-    "(faust.auth) at start, fixed; then it tried to create its changelog topics, which the "
-    "worker's ACLs do not allow (TopicAuthorizationFailed); with topic_allow_declare=False it "
-    "started but answered no command in 180 s; not diagnosed. The batched engine, the default, "
-    "is tested over SASL_SSL above."
-)
 def test_the_faust_worker_works_over_sasl_ssl_with_only_its_acls(
     secured: SecuredKafka, tmp_path: Path
 ) -> None:
-    """The other engine's clients (aiokafka under faust) with the same settings and ACLs."""
+    """The other engine's clients (aiokafka under faust) with the same settings, and the faust
+    worker's ACLs: its group, its transactional ids and its changelogs (created by the operator)."""
+    faust_worker = secured.settings("worker").model_copy(update={"engine": "faust"})
+    admin = AdminClient(
+        LedgerSettings(bootstrap_servers=secured.broker.bootstrap).confluent_config()
+    )
+    for future in admin.create_acls(bindings(faust_worker, "worker", "User:worker")).values():
+        future.result(timeout=30)
     plain = Pipeline(
         secured.broker.bootstrap,
-        "at_least_once",
+        "exactly_once",  # its transactional ids, too
         tmp_path,
         partitions=2,
         prefix=secured.prefix,
