@@ -223,13 +223,29 @@ def _run_faults(
     return done
 
 
-def _assert_coordinators_found_where_kafka_puts_them(settings: LedgerSettings) -> None:
+def _assert_coordinators_found_where_kafka_puts_them(
+    settings: LedgerSettings, timeout_s: float = 90
+) -> None:
     """The coordinator the faults aim at, found from metadata, is the one the brokers name while
-    the cluster is whole (asking them during faults once aborted the test process)."""
+    the cluster is whole (asking them during faults once aborted the test process). A cluster
+    that just formed answers NOT_COORDINATOR while its coordinators load: asked again."""
     admin = AdminClient(settings.confluent_config())
     for group in settings.worker_groups:
-        [described] = admin.describe_consumer_groups([group], request_timeout=20).values()
-        assert described.result(60).coordinator.id == group_coordinator(admin, group)
+        deadline = time.monotonic() + timeout_s
+        named, placed = _coordinator_named(admin, group), group_coordinator(admin, group)
+        while named != placed and time.monotonic() < deadline:
+            time.sleep(1)
+            named, placed = _coordinator_named(admin, group), group_coordinator(admin, group)
+        assert named == placed, f"{group}: the brokers name {named}, the metadata {placed}"
+
+
+def _coordinator_named(admin: AdminClient, group: str) -> int | str:
+    [described] = admin.describe_consumer_groups([group], request_timeout=20).values()
+    try:
+        coordinator: int = described.result(60).coordinator.id
+    except KafkaException as error:
+        return str(error)
+    return coordinator
 
 
 def _bounce(cluster: LocalCluster, node_id: int, rng: random.Random) -> None:
