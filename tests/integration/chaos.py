@@ -40,8 +40,10 @@ def java_string_hash(text: str) -> int:
 def coordinator_partition(key: str, partitions: int) -> int:
     """Where Kafka keeps a transactional id (TransactionStateManager.partitionFor) or a group
     (GroupCoordinatorService.topicPartitionFor): Utils.abs(hashCode) % partitions, where
-    Utils.abs masks the sign bit rather than negating."""
-    return (java_string_hash(key) & 0x7FFFFFFF) % partitions
+    Utils.abs is Math.abs except that Integer.MIN_VALUE gives 0 (not the sign bit masked: that
+    put half of all ids on the wrong partition, and the chaos run aimed at the wrong broker)."""
+    value = java_string_hash(key)
+    return (0 if value == -(2**31) else abs(value)) % partitions
 
 
 def transaction_coordinator(admin: AdminClient, transactional_id: str) -> int:
@@ -56,10 +58,10 @@ def group_coordinator(admin: AdminClient, group: str) -> int:
     """The broker leading the __consumer_offsets partition of this group: its coordinator, placed
     the same way as a transactional id (GroupCoordinatorService.topicPartitionFor).
 
-    Not `describe_consumer_groups`: twice, with brokers being killed, a test process that had
-    asked it aborted inside librdkafka 2.16 (`rd_kafka_enq_once_del_source_return: Assertion
-    'eonce->refcnt > 0'`, in its coordinator-request machinery; no issue thread found). The
-    metadata this reads never did, in every exactly_once run."""
+    Not `describe_consumer_groups`: a test process that asked it aborted inside librdkafka 2.16
+    three times (`rd_kafka_enq_once_del_source_return: Assertion 'eonce->refcnt > 0'`; no issue
+    thread found), twice with brokers being killed and once on a whole, just-formed cluster.
+    The metadata this reads never did."""
     topic = admin.list_topics(CONSUMER_OFFSETS, timeout=30).topics[CONSUMER_OFFSETS]
     partition = coordinator_partition(group, len(topic.partitions))
     leader: int = topic.partitions[partition].leader

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import threading
 import time
@@ -41,7 +42,10 @@ from streams.localkafka.cluster import LocalCluster
 from streams.settings import LedgerSettings
 from streams.topics import ensure_topics
 from tests.integration.chaos import (
+    CONSUMER_OFFSETS,
+    TRANSACTION_STATE,
     consumer_lag,
+    coordinator_partition,
     group_coordinator,
     installments_overcharged,
     last_offsets,
@@ -66,6 +70,9 @@ LOAD_SECONDS = float(os.environ.get("CHAOS_SECONDS", "50"))
 SEED = os.environ.get("CHAOS_SEED", "")
 LOANS = max(1_000, int(LOAD_SECONDS * 20))
 HEALED_WITHIN_S = 120
+# offsets.topic.num.partitions and transaction.state.log.num.partitions of the local cluster
+# (streams/localkafka/broker.py).
+COORDINATOR_PARTITIONS = 10
 # Channels that misbehave in every way the gateway must survive on its own. Double debits,
 # reversals and cross-midnight bookings are the channel's faults, found by reconciliation
 # (tests/integration/test_saga_randomized.py), not by the processes: left out here.
@@ -117,7 +124,7 @@ def test_nothing_lost_doubled_or_debited_twice_through_process_and_broker_faults
     try:
         saga.behave("alpha", **ALPHA, insufficient_funds_accounts=frozenset(broke))
         saga.behave("beta", **BETA)
-        _assert_coordinators_found_where_kafka_puts_them(pipeline.settings)
+        _assert_coordinators_placed_as_the_brokers_log_them(cluster, pipeline.settings)
         sender = threading.Thread(target=_send_days, args=(pipeline, day_one, day_two))
         sender.start()
         deadline = time.monotonic() + LOAD_SECONDS
@@ -223,29 +230,40 @@ def _run_faults(
     return done
 
 
-def _assert_coordinators_found_where_kafka_puts_them(
-    settings: LedgerSettings, timeout_s: float = 90
+def _assert_coordinators_placed_as_the_brokers_log_them(
+    cluster: LocalCluster, settings: LedgerSettings, timeout_s: float = 60
 ) -> None:
-    """The coordinator the faults aim at, found from metadata, is the one the brokers name while
-    the cluster is whole (asking them during faults once aborted the test process). A cluster
-    that just formed answers NOT_COORDINATOR while its coordinators load: asked again."""
-    admin = AdminClient(settings.confluent_config())
-    for group in settings.worker_groups:
-        deadline = time.monotonic() + timeout_s
-        named, placed = _coordinator_named(admin, group), group_coordinator(admin, group)
-        while named != placed and time.monotonic() < deadline:
-            time.sleep(1)
-            named, placed = _coordinator_named(admin, group), group_coordinator(admin, group)
-        assert named == placed, f"{group}: the brokers name {named}, the metadata {placed}"
+    """The partition the faults derive a coordinator from is the one the brokers name in their
+    own logs, for the worker groups and (under exactly_once) the deciders' transactional ids.
+    Read from the logs: asking the brokers (`describe_consumer_groups`) aborted the test process
+    inside librdkafka even on a whole cluster (README, library bugs)."""
+    wanted = {group: ("group " + group + " ", CONSUMER_OFFSETS) for group in settings.worker_groups}
+    if settings.processing_guarantee == "exactly_once":
+        for worker in ("w1", "w2"):
+            transactional_id = f"{settings.group_id}-decider-{worker}"
+            wanted[transactional_id] = (f"transactionalId {transactional_id} ", TRANSACTION_STATE)
+    deadline = time.monotonic() + timeout_s
+    logged = _partitions_logged(cluster, wanted)
+    while set(logged) != set(wanted) and time.monotonic() < deadline:
+        time.sleep(1)
+        logged = _partitions_logged(cluster, wanted)
+    placed = {key: coordinator_partition(key, COORDINATOR_PARTITIONS) for key in wanted}
+    assert logged == placed, f"the brokers logged {logged}, the hash placed {placed}"
 
 
-def _coordinator_named(admin: AdminClient, group: str) -> int | str:
-    [described] = admin.describe_consumer_groups([group], request_timeout=20).values()
-    try:
-        coordinator: int = described.result(60).coordinator.id
-    except KafkaException as error:
-        return str(error)
-    return coordinator
+def _partitions_logged(cluster: LocalCluster, wanted: dict[str, tuple[str, str]]) -> dict[str, int]:
+    text = "".join(
+        (node.home / "broker.log").read_text(errors="replace")
+        for node in cluster.nodes
+        if (node.home / "broker.log").exists()
+    )
+    found = {}
+    for key, (phrase, topic) in wanted.items():
+        pattern = re.escape(phrase) + r".*?" + re.escape(topic) + r"-(\d+)"
+        match = re.search(pattern, text)
+        if match:
+            found[key] = int(match.group(1))
+    return found
 
 
 def _bounce(cluster: LocalCluster, node_id: int, rng: random.Random) -> None:

@@ -14,10 +14,18 @@ def test_the_hash_is_javas_string_hash_code() -> None:
     assert java_string_hash("\U0001f600") == 1772899  # a surrogate pair: two UTF-16 units
 
 
-def test_kafka_masks_the_sign_bit_instead_of_negating() -> None:
-    # Math.abs(Integer.MIN_VALUE) stays negative; Kafka's Utils.abs gives 0 for it.
+def test_kafka_takes_the_absolute_value_and_min_value_gives_0() -> None:
+    # Kafka's Utils.abs: Integer.MIN_VALUE -> 0, else Math.abs.
     assert coordinator_partition("polygenelubricants", 10) == 0
     assert coordinator_partition("hello", 50) == 99162322 % 50
+
+
+def test_negative_hashes_land_where_a_broker_put_them() -> None:
+    # Read from a chaos run's broker logs ("Stabilized group ... (__consumer_offsets-0)"), with
+    # offsets.topic.num.partitions=10. Masking the sign bit instead gave 8 and 3: wrong brokers.
+    assert java_string_hash("it.e7aaa6ba10.ledger-batched-decider") == -692040040
+    assert coordinator_partition("it.e7aaa6ba10.ledger-batched-decider", 10) == 0
+    assert coordinator_partition("it.bbfda6d4a8.ledger-batched-projector", 10) == 5
 
 
 @given(st.text(max_size=40), st.integers(min_value=1, max_value=200))
