@@ -22,7 +22,7 @@ from streams.channels.simulator import GroundTruth
 TRANSACTION_STATE = "__transaction_state"
 CONSUMER_OFFSETS = "__consumer_offsets"
 # librdkafka ends an admin request itself before we stop waiting for it: giving up first would
-# drop the AdminClient with the request still queued (see group_coordinator for the abort this
+# drop the AdminClient with the request still queued (see `coordinator` for the abort this
 # machinery once caused).
 ADMIN_TIMEOUT_S = 20
 RESULT_WAIT_S = 60
@@ -46,24 +46,16 @@ def coordinator_partition(key: str, partitions: int) -> int:
     return (0 if value == -(2**31) else abs(value)) % partitions
 
 
-def transaction_coordinator(admin: AdminClient, transactional_id: str) -> int:
-    """The broker leading the __transaction_state partition of this id: its coordinator."""
-    topic = admin.list_topics(TRANSACTION_STATE, timeout=30).topics[TRANSACTION_STATE]
-    partition = coordinator_partition(transactional_id, len(topic.partitions))
-    leader: int = topic.partitions[partition].leader
-    return leader
+def coordinator(admin: AdminClient, internal_topic: str, key: str) -> int:
+    """The broker coordinating `key`: the leader of its partition of `internal_topic`
+    (__transaction_state for a transactional id, __consumer_offsets for a group).
 
-
-def group_coordinator(admin: AdminClient, group: str) -> int:
-    """The broker leading the __consumer_offsets partition of this group: its coordinator, placed
-    the same way as a transactional id (GroupCoordinatorService.topicPartitionFor).
-
-    Not `describe_consumer_groups`: a test process that asked it aborted inside librdkafka 2.16
-    three times (`rd_kafka_enq_once_del_source_return: Assertion 'eonce->refcnt > 0'`; no issue
-    thread found), twice with brokers being killed and once on a whole, just-formed cluster.
-    The metadata this reads never did."""
-    topic = admin.list_topics(CONSUMER_OFFSETS, timeout=30).topics[CONSUMER_OFFSETS]
-    partition = coordinator_partition(group, len(topic.partitions))
+    From metadata, not `describe_consumer_groups`: a test process that asked that aborted
+    inside librdkafka 2.16 three times (`rd_kafka_enq_once_del_source_return: Assertion
+    'eonce->refcnt > 0'`; no issue thread found), twice with brokers being killed and once on a
+    whole, just-formed cluster. The metadata this reads never did."""
+    topic = admin.list_topics(internal_topic, timeout=30).topics[internal_topic]
+    partition = coordinator_partition(key, len(topic.partitions))
     leader: int = topic.partitions[partition].leader
     return leader
 

@@ -45,11 +45,10 @@ from tests.integration.chaos import (
     CONSUMER_OFFSETS,
     TRANSACTION_STATE,
     consumer_lag,
+    coordinator,
     coordinator_partition,
-    group_coordinator,
     installments_overcharged,
     last_offsets,
-    transaction_coordinator,
 )
 from tests.integration.pipeline import LogFold, Pipeline, oracle_events, outcomes_by_command
 from tests.integration.saga import (
@@ -279,10 +278,10 @@ def _coordinator(admin: AdminClient, pipeline: Pipeline, rng: random.Random) -> 
     settings = pipeline.settings
     if pipeline.guarantee == "exactly_once":
         transactional_id = f"{settings.group_id}-decider-{rng.choice(['w1', 'w2'])}"
-        node_id = transaction_coordinator(admin, transactional_id)
+        node_id = coordinator(admin, TRANSACTION_STATE, transactional_id)
         return node_id, f"transaction coordinator of {transactional_id}"
     group = settings.worker_groups[0]
-    return group_coordinator(admin, group), f"group coordinator of {group}"
+    return coordinator(admin, CONSUMER_OFFSETS, group), f"group coordinator of {group}"
 
 
 def _create_topics(settings: LedgerSettings, timeout_s: float = 60.0) -> None:
