@@ -11,6 +11,16 @@ import pytest
 
 from streams.localkafka import BrokerError, LocalBroker, broker_answers, free_port
 
+# The integration harness asserts in its own modules: rewritten, a failed check there shows the
+# values it compared (the CI's bare `AssertionError` from saga.assert_books said nothing).
+pytest.register_assert_rewrite(
+    "tests.integration.chaos",
+    "tests.integration.hostile",
+    "tests.integration.pipeline",
+    "tests.integration.saga",
+)
+
+
 NO_BROKER_HELP = (
     "no Kafka broker for the integration tests: set KAFKA_BOOTSTRAP_SERVERS to a running broker, "
     "or install a JDK 17+ and Maven (the tests then start Apache Kafka from its jars), "

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
 from ledger import LoanState, decide, evolve, initial_state
 from schemas.commands import Command
@@ -167,7 +167,7 @@ class Pipeline:
     ) -> dict[str, list[bytes]]:
         deadline = time.monotonic() + timeout_s
         while True:
-            outcomes = outcomes_by_command(self.read("ledger.outcomes", timeout_s=5))
+            outcomes = outcomes_by_command(self.read("ledger.outcomes"))
             missing = command_ids - outcomes.keys()
             if not missing:
                 return outcomes
@@ -184,7 +184,7 @@ class Pipeline:
         """The balances topic's view once it equals `expected` (or the last view, on timeout)."""
         deadline = time.monotonic() + timeout_s
         while True:
-            published = balances_from_topic(self.read("ledger.balances", timeout_s=5))
+            published = balances_from_topic(self.read("ledger.balances"))
             if published == expected or time.monotonic() > deadline:
                 return published
             time.sleep(1)
@@ -193,36 +193,50 @@ class Pipeline:
 def read_topic(
     bootstrap: str, topic: str, partitions: int, until: int, timeout_s: float
 ) -> list[RawRecord]:
+    """Every committed record of `topic`, once each partition is read to its end and at least
+    `until` records are there; fails after `timeout_s` rather than return a part.
+
+    The end of a partition is librdkafka's PARTITION_EOF, not a quiet moment: a quiet half
+    second on a loaded machine once ended the read early, and a prefix of the events log made a
+    balances check fail. Under read_committed the EOF comes at the last stable offset, past the
+    transaction markers no record carries (librdkafka#2928), so offsets cannot tell it.
+    """
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
             "group.id": unique("checker"),
             "enable.auto.commit": False,
             "isolation.level": "read_committed",
+            "enable.partition.eof": True,
         }
     )
-    ends = {
-        p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-        for p in range(partitions)
-    }
     consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
     records: list[RawRecord] = []
-    positions = dict.fromkeys(range(partitions), 0)
+    at_end: set[int] = set()
     deadline = time.monotonic() + timeout_s
     try:
-        while time.monotonic() < deadline:
-            batch = consumer.consume(num_messages=5000, timeout=0.5)
-            for message in batch:
-                partition, offset = message.partition(), message.offset()
-                if message.error() is None and partition is not None and offset is not None:
-                    records.append((message.key(), message.value(), partition, offset))
-                    positions[partition] = offset + 1
-            caught_up = all(positions[p] >= ends[p] or not batch for p in ends)
-            if len(records) >= until and caught_up and not batch:
-                break
+        while len(at_end) < partitions or len(records) < until:
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"{topic}: {len(records)} records read in {timeout_s:.0f} s (waiting for "
+                    f"{until}); partitions at their end: {sorted(at_end)} of {partitions}"
+                )
+            for message in consumer.consume(num_messages=5000, timeout=0.5):
+                _take(message, records, at_end)
     finally:
         consumer.close()
     return records
+
+
+def _take(message: Message, records: list[RawRecord], at_end: set[int]) -> None:
+    """A record joins `records`; an end-of-partition event marks its partition read."""
+    partition, offset, error = message.partition(), message.offset(), message.error()
+    assert partition is not None
+    if error is None and offset is not None:
+        records.append((message.key(), message.value(), partition, offset))
+        at_end.discard(partition)
+    elif error is not None and error.code() == KafkaError._PARTITION_EOF:
+        at_end.add(partition)
 
 
 def outcomes_by_command(records: list[RawRecord]) -> dict[str, list[bytes]]:

@@ -118,7 +118,7 @@ class Saga:
         return {command_id: json.loads(found[command_id][0]) for command_id in command_ids}
 
     def events(self, loan_id: str) -> list[Event]:
-        records = self.pipeline.read("ledger.events", timeout_s=5)
+        records = self.pipeline.read("ledger.events")
         mine = [
             json.loads(value)
             for key, value, _p, _o in records
@@ -204,11 +204,11 @@ def outcome_statuses(outcomes: dict[str, dict[str, Any]]) -> list[tuple[str, str
 
 
 def read_outcomes(pipeline: Pipeline) -> dict[str, list[bytes]]:
-    return outcomes_by_command(pipeline.read("ledger.outcomes", timeout_s=5))
+    return outcomes_by_command(pipeline.read("ledger.outcomes"))
 
 
 def published_balances(pipeline: Pipeline) -> dict[str, int]:
-    return balances_from_topic(pipeline.read("ledger.balances", timeout_s=5))
+    return balances_from_topic(pipeline.read("ledger.balances"))
 
 
 def workdir_file(pipeline: Pipeline, name: str) -> Path:
@@ -264,7 +264,7 @@ def settled(saga: Saga, timeout_s: float = 600) -> tuple[LogFold, dict[str, list
     quiet_since: float | None = None
     deadline = time.monotonic() + timeout_s
     while True:
-        records = saga.pipeline.read("ledger.events", timeout_s=5)
+        records = saga.pipeline.read("ledger.events")
         fold = LogFold().fold(records)
         by_loan: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for value in fold.by_seq.values():

@@ -131,27 +131,40 @@ def test_nothing_lost_doubled_or_debited_twice_through_process_and_broker_faults
         sender.join()
         last_fault = time.monotonic()
 
-        pipeline.wait_for_outcomes({c.command_id for c in day_one + day_two}, 600)
+        sent = day_one + day_two
+        pipeline.wait_for_outcomes({c.command_id for c in sent}, 600)
         fold, by_loan = settled(saga, timeout_s=600)
-        commands = _assert_every_command_answered_once(pipeline)
-        _assert_books(pipeline, fold, commands)
-        _assert_cards(saga, loans, broke, by_loan)
+        commands, answered = _assert_every_command_answered_once(pipeline)
+        accounts = _assert_books(pipeline, fold, commands)
+        cards = _assert_cards(saga, loans, broke, by_loan)
         healed_s = _wait_for_no_lag(pipeline, last_fault)
-        _assert_no_open_transaction(pipeline.settings)
+        partitions = _assert_no_open_transaction(pipeline.settings)
 
-        kinds = Counter(fault.split(":")[0] for fault in faults)
+        exits = Counter(code for _name, code in pipeline.restarts)
         print(
-            f"\n{guarantee}: {len(loans):,} loans, {len(day_one) + len(day_two):,} commands "
-            f"sent, {len(commands):,} on the log with the gateway's"
+            f"\n{guarantee}, seed {SEED or '(none)'}: {LOAD_SECONDS:.0f} s of load, "
+            f"{len(loans):,} loans, {len(sent):,} commands sent, {len(commands):,} on the log "
+            "with the gateway's reports",
+            f"faults ({len(faults)}): {dict(Counter(f.split(':')[0] for f in faults))}",
+            *(f"  {fault}" for fault in faults),
+            f"restarts by the supervisor: {dict(Counter(n for n, _ in pipeline.restarts))}, "
+            f"exit codes {dict(exits)}",
+            "checks:",
+            f"  accepted commands lost: 0 (each of {len(commands):,} commands has an outcome, "
+            f"each accepted one its events: {answered['accepted']:,} accepted, "
+            f"{answered['rejected']:,} rejected, "
+            f"{answered['duplicate']:,} duplicate)",
+            f"  commands with two different outcomes: 0 ({answered['copies']:,} outcome records)",
+            f"  events: {len(fold.by_seq):,} = the pure core's replay of the commands log; "
+            f"{fold.repeated_identical:,} identical repeats, 0 conflicting",
+            f"  seq gaps: 0 in {len(by_loan):,} loans",
+            f"  balances: {accounts:,} accounts equal to the independent fold; their sum 0",
+            f"  cards: {cards}",
+            f"  consumer lag 0 {healed_s:.0f} s after the last fault and the end of the load "
+            f"(allowed {HEALED_WITHIN_S} s)",
+            f"  open transactions: 0 on {partitions} partitions",
+            sep="\n",
         )
-        print(f"faults by kind: {dict(kinds)}")
-        print("\n".join(f"  {fault}" for fault in faults))
-        print(f"consumer lag 0 {healed_s:.0f} s after the last fault and the end of the load")
-        print(
-            f"process restarts by the supervisor: {Counter(n for n, _ in pipeline.restarts)}, "
-            f"exit codes {Counter(c for _, c in pipeline.restarts)}"
-        )
-        print(f"events {len(fold.by_seq):,}, repeats (identical) {fold.repeated_identical:,}")
         assert healed_s <= HEALED_WITHIN_S, f"lag 0 only {healed_s:.0f} s after the last fault"
     finally:
         pipeline.stop()
@@ -299,9 +312,10 @@ def _create_topics(settings: LedgerSettings, timeout_s: float = 60.0) -> None:
             time.sleep(2)
 
 
-def _assert_every_command_answered_once(pipeline: Pipeline) -> list[Command]:
+def _assert_every_command_answered_once(pipeline: Pipeline) -> tuple[list[Command], Counter[str]]:
     """Every command on the log, ours and the gateway's, has an outcome, and all the copies of
-    a command's outcome are the same bytes. Returns the commands in log order."""
+    a command's outcome have the same effect. Returns the commands in log order and the count
+    of outcomes by status (of each command's first) and of outcome records (`copies`)."""
     records = sorted(pipeline.read("ledger.commands"), key=lambda r: (r[2], r[3]))
     commands = [parse_command(value or b"") for _key, value, _p, _o in records]
     wanted = {command.command_id for command in commands}
@@ -311,7 +325,9 @@ def _assert_every_command_answered_once(pipeline: Pipeline) -> list[Command]:
     assert not missing, f"{len(missing)} commands without an outcome, e.g. {sorted(missing)[:3]}"
     doubled = {c: copies for c, copies in outcomes.items() if len({_effect(o) for o in copies}) > 1}
     assert not doubled, f"{len(doubled)} with two outcomes: {list(doubled.items())[:3]}"
-    return commands
+    answered = Counter(json.loads(outcomes[c][0])["status"] for c in wanted)
+    answered["copies"] = sum(len(outcomes[c]) for c in wanted)
+    return commands, answered
 
 
 def _effect(outcome: bytes) -> tuple[str, str | None, tuple[str, ...]]:
@@ -322,21 +338,23 @@ def _effect(outcome: bytes) -> tuple[str, str | None, tuple[str, ...]]:
     return status, answer["reason"], tuple(answer["event_ids"])
 
 
-def _assert_books(pipeline: Pipeline, fold: LogFold, commands: list[Command]) -> None:
+def _assert_books(pipeline: Pipeline, fold: LogFold, commands: list[Command]) -> int:
     """The log is the pure core's replay of the commands log (partition by partition, in
-    offset order); the balances topic is the log's fold; the balances sum to 0."""
+    offset order); the balances topic is the log's fold; the balances sum to 0. Returns the
+    number of accounts."""
     assert fold.conflicting_repeats == []
     assert fold.seq_gaps() == []
     assert fold.by_seq == oracle_events(commands), "the log differs from the replay"
     expected = dict(fold.balances)
     assert sum(expected.values()) == 0
     assert pipeline.wait_for_balances(expected, timeout_s=180) == expected
+    return len(expected)
 
 
 def _assert_cards(
     saga: Saga, loans: list[str], broke: set[str], by_loan: dict[str, list[dict[str, Any]]]
-) -> None:
-    """The simulator's ground truth against the ledger's log, card by card."""
+) -> str:
+    """The simulator's ground truth against the ledger's log, card by card; returns the counts."""
     truth = saga.truth()
     nets = {loan: card_net(truth.accounts.get(f"card-{loan}", AccountTruth())) for loan in loans}
     disagree = [loan for loan in loans if nets[loan] != collected_from_card(by_loan[loan], loan)]
@@ -351,8 +369,13 @@ def _assert_cards(
     charged = [card for card in broke if truth.accounts.get(card, AccountTruth()).charged_minor]
     assert charged == [], "a card without funds was charged"
     paid = sum(1 for net in nets.values() if net > 0)
-    print(f"cards: {paid:,} of {len(loans):,} paid; 0 disagree, 0 over, 0 debited twice")
     assert paid > len(loans) // 2
+    orders = sum(1 for order in truth.orders.values() if order.charges)
+    return (
+        f"{paid:,} of {len(loans):,} paid through {orders:,} charged orders; 0 disagree with "
+        f"the books, 0 paid more than due, 0 debited twice for the same installments, 0 of "
+        f"{len(broke)} cards without funds charged"
+    )
 
 
 def _story(events: list[dict[str, Any]], truth: GroundTruth) -> str:
@@ -385,8 +408,9 @@ def _wait_for_no_lag(pipeline: Pipeline, last_fault: float, timeout_s: float = 6
         time.sleep(1)
 
 
-def _assert_no_open_transaction(settings: LedgerSettings) -> None:
-    """On every partition the last stable offset equals the high watermark."""
+def _assert_no_open_transaction(settings: LedgerSettings) -> int:
+    """On every partition the last stable offset equals the high watermark; returns how many
+    partitions were checked."""
     admin = AdminClient(settings.confluent_config())
     names = ("ledger.events", "ledger.outcomes", "ledger.balances")
     partitions = [
@@ -396,3 +420,4 @@ def _assert_no_open_transaction(settings: LedgerSettings) -> None:
     ]
     stable = last_offsets(admin, partitions, IsolationLevel.READ_COMMITTED)
     assert stable == last_offsets(admin, partitions, IsolationLevel.READ_UNCOMMITTED)
+    return len(partitions)

@@ -13,6 +13,7 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from tests.integration.kafka_helpers import create_topics, read_all, unique
+from tests.integration.pipeline import read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -105,3 +106,35 @@ def test_faust_app_with_a_table_counts_records_end_to_end(
     last_count = {m.key(): m.value() for m in records}
     assert len(records) == 30
     assert last_count == {b"key-0": b"10", b"key-1": b"10", b"key-2": b"10"}
+
+
+def test_a_checkers_read_is_the_whole_committed_topic_never_a_prefix(kafka_bootstrap: str) -> None:
+    """`read_topic` ends at each partition's end (PARTITION_EOF), past transaction markers and
+    empty partitions; it once ended at the first quiet half second and handed a saga check a
+    prefix of the events log (CI, 2026-11-26). It fails rather than return a part."""
+    topic = unique("smoke.read")
+    create_topics(kafka_bootstrap, topic, partitions=3)
+    producer = Producer({"bootstrap.servers": kafka_bootstrap, "transactional.id": unique("rd")})
+    producer.init_transactions(30)
+    for start in range(0, 3_000, 1_000):  # committed transactions: each ends with a marker
+        producer.begin_transaction()
+        for n in range(start, start + 1_000):
+            producer.produce(topic, key=b"k", value=str(n).encode(), partition=0)
+        producer.commit_transaction(30)
+    producer.begin_transaction()
+    producer.produce(topic, value=b"aborted", partition=0)
+    producer.flush(30)
+    producer.abort_transaction(30)
+    plain = Producer({"bootstrap.servers": kafka_bootstrap})
+    for n in range(500):
+        plain.produce(topic, value=f"p{n}".encode(), partition=2)
+    assert plain.flush(30) == 0  # partition 1 stays empty
+
+    records = read_topic(kafka_bootstrap, topic, 3, until=0, timeout_s=60)
+
+    values = [value or b"" for _key, value, _partition, _offset in records]
+    assert sorted(values) == sorted(
+        [str(n).encode() for n in range(3_000)] + [f"p{n}".encode() for n in range(500)]
+    )
+    with pytest.raises(AssertionError, match="3500 records read"):
+        read_topic(kafka_bootstrap, topic, 3, until=3_501, timeout_s=3)
