@@ -117,9 +117,19 @@ class OpenWork:
         # Starts written before events carried currency and business date: no channel call can
         # be made from them; the shell reports them for an operator.
         self.unusable: list[str] = []
+        # The highest seq folded per loan. A decider that lost its partitions but not yet its
+        # process (a frozen worker under at_least_once) writes byte-identical repeats of older
+        # events after newer ones: a repeated start read after its attempt closed reopened it,
+        # and the gateway then reported a success the ledger had long posted, for ever (chaos
+        # run, 2026-12-02: 49 attempts). DESIGN section 3: apply only what is newer.
+        self.folded_seq: dict[str, int] = {}
 
     def apply(self, event: Event, offset: int, timestamp_ms: int) -> str | None:
-        """Fold one event; the key of the work it opened or moved on, or None."""
+        """Fold one event; the key of the work it opened or moved on, or None (also for a
+        repeat of an event older than one already folded for its loan)."""
+        if event.seq <= self.folded_seq.get(event.loan_id, 0):
+            return None
+        self.folded_seq[event.loan_id] = event.seq
         match event:
             case DeductionStarted():
                 return self._open(event, _debit_work(event, offset, timestamp_ms))
@@ -146,8 +156,6 @@ class OpenWork:
         if work is None:
             self.unusable.append(event.event_id)
             return None
-        # The gateway folds each partition into a fresh OpenWork, in offset order, so a start
-        # is read once; should one be read again, what was folded since it is newer: keep it.
         self.items.setdefault(work.key, work)
         return work.key
 

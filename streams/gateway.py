@@ -273,9 +273,9 @@ class Gateway:
     # ---- the calls -----------------------------------------------------------------------
 
     def _ensure_task(self, work: PartitionWork, key: str) -> None:
-        if work.live(key):
-            return
-        item = work.open.items[key]
+        item = work.open.items.get(key)
+        if item is None or work.live(key):
+            return  # closed meanwhile (the sweeper awaits between its look and this call)
 
         def touch() -> None:
             work.touched_ms[key] = int(self._clock() * 1000)

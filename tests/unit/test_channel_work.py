@@ -219,8 +219,31 @@ def test_reading_a_start_again_keeps_what_was_folded_since() -> None:
     read(open_work, decided(IN_FLIGHT, processing("p1", ATTEMPT))[1])
     folded = debit(open_work)
 
-    assert open_work.apply(START, START_OFFSET, START_MS) == ATTEMPT
+    assert open_work.apply(START, START_OFFSET + 9, START_MS) is None
     assert debit(open_work) == folded
+
+
+def test_a_start_repeated_after_its_attempt_succeeded_does_not_reopen_it() -> None:
+    """Chaos run, 2026-12-02: a frozen decider woke and wrote repeats of a loan's events after
+    the new owner had posted the attempt's success; the gateway reopened the attempt and
+    reported that success for ever (answered `duplicate`, so nothing closed it again)."""
+    open_work = opened()
+    _, events = decided(IN_FLIGHT, success("s1", ATTEMPT, DUE_AMOUNT))
+    read(open_work, events)
+
+    late = read(open_work, [START, *events], from_offset=START_OFFSET + 5)
+
+    assert (late, open_work.items) == ([None, None], {})
+
+
+def test_repeats_of_events_already_folded_change_nothing() -> None:
+    open_work = opened()
+    _, moved = decided(IN_FLIGHT, processing("p1", ATTEMPT))
+    read(open_work, moved)
+    folded = dict(open_work.items)
+
+    assert read(open_work, [START, *moved], from_offset=START_OFFSET + 5) == [None, None]
+    assert open_work.items == folded
 
 
 @pytest.mark.parametrize("field_name", ["currency", "business_date"])
