@@ -34,6 +34,11 @@ POLL_S = 0.05
 METADATA_TIMEOUT_S = 10.0
 # A partition that stops moving short of its cut this long means the broker went away.
 STALL_S = 15.0
+# A restore cut at the end of the log waits there for open transactions to end: a producer that
+# died leaves its transaction open until the broker aborts it (transaction.timeout.ms, 10 s for
+# our workers, checked every 10 s by default), and a commit marker held up by a leader change
+# lands once the coordinator's retry gets through.
+TRANSACTIONS_STALL_S = 90.0
 
 READER_CONFIG: dict[str, Any] = {
     "enable.auto.commit": False,  # a reader never moves a consumer group's offsets
@@ -69,6 +74,13 @@ class LogReader:
     offset to stop before (unlisted partitions are read to their end); `until_ms` stops each
     partition before its first record stamped later than that moment (ms since the epoch);
     `partitions` limits the read to those partitions.
+
+    With `whole_transactions`, the cut is the end of the log as written (the high watermark, open
+    transactions included), not the last stable offset: the read then waits until every
+    transaction below the cut has ended, and delivers the records of those that committed. A
+    restore needs that: a committed offset can cover a transaction whose commit marker has not yet
+    reached the partition the restore reads (the coordinator writes its markers to each partition
+    separately), and a cut at the last stable offset would leave that transaction out.
     """
 
     def __init__(
@@ -79,9 +91,13 @@ class LogReader:
         stops: dict[int, int] | None = None,
         until_ms: int | None = None,
         partitions: Collection[int] | None = None,
+        whole_transactions: bool = False,
     ) -> None:
         self.topic = settings.topic(base_topic)
         self.all_partitions: list[int] = []
+        self._settings = settings
+        self._whole_transactions = whole_transactions
+        self._stall_s = TRANSACTIONS_STALL_S if whole_transactions else STALL_S
         self._consumer = Consumer(
             settings.confluent_config()
             | READER_CONFIG
@@ -110,7 +126,7 @@ class LogReader:
             messages = self._consumer.consume(wanted, timeout=POLL_S)
             if messages:
                 progress_at = time.monotonic()
-            elif time.monotonic() - progress_at > STALL_S:
+            elif time.monotonic() - progress_at > self._stall_s:
                 raise LedgerError(self._stall_message(pending))
             kept = self._within_cuts(messages, pending, seen)
             wanted = max(1, min(BATCH, self._left(pending, seen)))
@@ -173,6 +189,8 @@ class LogReader:
                 )
             wanted = partitions if only is None else sorted(only)
             marks = {p: self._watermarks(p) for p in wanted}
+            if self._whole_transactions:
+                marks = self._written_ends(marks)
             cuts = {p: min(high, stops.get(p, high)) for p, (_low, high) in marks.items()}
             if until_ms is not None:
                 cuts = self._cut_at_time(cuts, until_ms)
@@ -193,6 +211,22 @@ class LogReader:
 
     def _watermarks(self, partition: int) -> tuple[int, int]:
         return watermarks(self._consumer, self.topic, partition, METADATA_TIMEOUT_S)
+
+    def _written_ends(self, marks: dict[int, tuple[int, int]]) -> dict[int, tuple[int, int]]:
+        """(low, high watermark) per partition: the end as written, open transactions included,
+        which a read_committed consumer cannot ask for."""
+        uncommitted = Consumer(
+            self._settings.confluent_config()
+            | {"group.id": f"{self._settings.group_id}-reader"}
+            | {"isolation.level": "read_uncommitted"}
+        )
+        try:
+            return {
+                p: (low, watermarks(uncommitted, self.topic, p, METADATA_TIMEOUT_S)[1])
+                for p, (low, _stable) in marks.items()
+            }
+        finally:
+            uncommitted.close()
 
     def _cut_at_time(self, cuts: dict[int, int], until_ms: int) -> dict[int, int]:
         # The broker answers with the first offset stamped at or after the given time (-1 when
@@ -217,8 +251,8 @@ class LogReader:
         positions = self._positions(pending)
         where = ", ".join(f"partition {p} at {positions[p]} of {cut}" for p, cut in pending.items())
         return (
-            f"reading {self.topic} made no progress for {STALL_S:.0f} s ({where}): check that "
-            "the broker is up, then run the command again"
+            f"reading {self.topic} made no progress for {self._stall_s:.0f} s ({where}): check "
+            "that the broker is up, then run the command again"
         )
 
     def close(self) -> None:

@@ -95,7 +95,9 @@ class BatchDecider:
     def _fold_events(self, partition: int, committed: int) -> dict[str, LoanState]:
         """Every loan of the partition as the events of commands below `committed` left it."""
         loans: dict[str, LoanState] = {}
-        with LogReader(self.settings, EVENTS.name, partitions=[partition]) as reader:
+        with LogReader(
+            self.settings, EVENTS.name, partitions=[partition], whole_transactions=True
+        ) as reader:
             for batch in reader.batches():
                 for message in batch:
                     if _command_offset(message) >= committed:

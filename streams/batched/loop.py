@@ -19,8 +19,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_INVALID,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 
+from streams.errors import LedgerError
 from streams.settings import LedgerSettings
 
 log = logging.getLogger(__name__)
@@ -42,6 +51,9 @@ RETRIABLE_FOR_S = 180.0
 # one and aborts its open transaction.
 STEP_DEADLINE_S = TXN_TIMEOUT_S + 15
 STUCK_EXIT_CODE = 75
+# How long an assignment keeps asking for the committed offsets (a group coordinator moving
+# between brokers answers with errors for a while) before the process ends.
+COMMITTED_READ_FOR_S = 120.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +90,8 @@ class BatchLoop:
     on_batch: Callable[[int], None] = lambda _count: None
     # (topic, partition, records behind) every STATS_INTERVAL_MS for each owned partition
     on_lag: Callable[[str, int, int], None] = lambda _topic, _partition, _lag: None
+    # Where the loop's consumer comes from: a test injects a broker's wrong answer here.
+    make_consumer: Callable[[dict[str, Any]], Consumer] = Consumer
     _assigned: set[int] = field(default_factory=set)
     _delivery_errors: list[KafkaError] = field(default_factory=list)
 
@@ -86,7 +100,7 @@ class BatchLoop:
         return self.settings.processing_guarantee == "exactly_once"
 
     def run(self, stop: threading.Event) -> None:
-        consumer = Consumer(self._consumer_config())
+        consumer = self.make_consumer(self._consumer_config())
         producer = Producer(self._producer_config())
         if self.transactional:
             producer.init_transactions(TXN_TIMEOUT_S)  # aborts what an earlier incarnation left
@@ -165,7 +179,13 @@ class BatchLoop:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         numbers = [tp.partition for tp in partitions]
         started = time.monotonic()
-        self.stage.rebuild(self._committed(consumer, numbers))
+        committed = self._committed(consumer, numbers)
+        self.stage.rebuild(committed)
+        # Resume exactly where the rebuild stopped: one read of the committed offsets decides
+        # both, so the state and the position can never disagree.
+        consumer.assign(
+            [TopicPartition(self.stage.input_topic, p, offset) for p, offset in committed.items()]
+        )
         self._assigned.update(numbers)
         log.info("%s: took partitions %s in %.1f s", self.role, numbers, time.monotonic() - started)
 
@@ -175,11 +195,8 @@ class BatchLoop:
         self.stage.forget(numbers)
 
     def _committed(self, consumer: Consumer, partitions: list[int]) -> dict[int, int]:
-        """Committed offset per partition (0 where nothing was committed). A read_committed
-        consumer waits for offsets a pending transaction may still commit (KIP-447)."""
-        asked = [TopicPartition(self.stage.input_topic, p) for p in partitions]
-        found = consumer.committed(asked, timeout=TXN_TIMEOUT_S)
-        return {tp.partition: max(tp.offset, 0) for tp in found}
+        """Committed offset per partition, 0 where the group never committed one."""
+        return committed_offsets(consumer, self.stage.input_topic, partitions)
 
     def _report_lag(self, statistics: str) -> None:
         """Records behind, from librdkafka's statistics: its `consumer_lag` (last stable offset
@@ -234,6 +251,46 @@ class BatchLoop:
                 "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
             }
         return config
+
+
+def committed_offsets(
+    consumer: Consumer,
+    topic: str,
+    partitions: list[int],
+    give_up_after_s: float = COMMITTED_READ_FOR_S,
+) -> dict[int, int]:
+    """The group's committed offset of each partition; 0 only where it never committed one.
+
+    A read_committed consumer's answer waits for offsets a pending transaction may still commit
+    (KIP-447). A timed-out read, or a partition answered with an error, is asked again; past
+    `give_up_after_s` it raises: a stage that took an error for "nothing committed" would rebuild
+    an empty state and decide commands against it (the exactly_once chaos failure of issue 13).
+    """
+    deadline = time.monotonic() + give_up_after_s
+    asked = [TopicPartition(topic, p) for p in partitions]
+    while True:
+        try:
+            found = consumer.committed(asked, timeout=TXN_TIMEOUT_S)
+            errors = [tp for tp in found if tp.error is not None]
+            if not errors:
+                return {tp.partition: _committed_or_start(tp.offset) for tp in found}
+            problem: object = errors[0].error
+        except KafkaException as error:
+            problem = error
+        if time.monotonic() > deadline:
+            raise LedgerError(f"cannot read the committed offsets of {topic}: {problem}")
+        log.warning("reading the committed offsets of %s failed, retrying: %s", topic, problem)
+        time.sleep(0.5)
+
+
+def _committed_or_start(offset: int) -> int:
+    """A committed offset, or 0 for OFFSET_INVALID (the group never committed this partition:
+    start from the beginning). Any other logical offset is not an answer we expect."""
+    if offset >= 0:
+        return offset
+    if offset == OFFSET_INVALID:
+        return 0
+    raise LedgerError(f"unexpected committed offset {offset}")
 
 
 def _next_offsets(batch: list[Message]) -> list[TopicPartition]:

@@ -70,7 +70,14 @@ class BatchProjector:
         for partition, offset in committed.items():
             books = PartitionBooks()
             stops = {partition: offset}
-            with LogReader(self.settings, EVENTS.name, stops=stops, partitions=[partition]) as r:
+            reader = LogReader(
+                self.settings,
+                EVENTS.name,
+                stops=stops,
+                partitions=[partition],
+                whole_transactions=True,
+            )
+            with reader as r:
                 for batch in r.batches():
                     for message in batch:
                         event = _parse(message)
