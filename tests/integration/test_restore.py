@@ -63,7 +63,7 @@ class ErroredAnswer:
     error: KafkaError = field(default_factory=lambda: KafkaError(KafkaError._TIMED_OUT))
 
 
-class ErroringConsumer(Consumer):  # type: ignore[misc]
+class ErroringConsumer(Consumer):
     """A real consumer whose first `errors` answers to `committed()` carry a partition error,
     as librdkafka gives while the group coordinator moves."""
 
