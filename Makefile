@@ -20,25 +20,25 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 setup: $(STAMP) ## Create .venv and install the project with its dev tools
-	$(BIN)/python -m streams.localkafka fetch
+	$(BIN)/python -m streams.dev.localkafka fetch
 
 kafka-up: $(STAMP) ## Start the local Kafka broker on 127.0.0.1:9092 (idempotent)
-	$(BIN)/python -m streams.localkafka up --home $(KAFKA_HOME)
+	$(BIN)/python -m streams.dev.localkafka up --home $(KAFKA_HOME)
 
 kafka-down: $(STAMP) ## Stop the local Kafka broker (idempotent)
-	$(BIN)/python -m streams.localkafka down --home $(KAFKA_HOME)
+	$(BIN)/python -m streams.dev.localkafka down --home $(KAFKA_HOME)
 
 kafka-status: $(STAMP) ## Say whether the local broker is up
-	$(BIN)/python -m streams.localkafka status --home $(KAFKA_HOME)
+	$(BIN)/python -m streams.dev.localkafka status --home $(KAFKA_HOME)
 
 up: $(STAMP) ## Start broker and workers in the background (LEDGER_WORKERS=n; logs in .local/)
-	$(BIN)/python -m streams.services up
+	$(BIN)/python -m streams.dev.services up
 
 down: $(STAMP) ## Stop workers and broker
-	$(BIN)/python -m streams.services down --workers 8
+	$(BIN)/python -m streams.dev.services down --workers 8
 
 status: $(STAMP) ## Say what runs
-	$(BIN)/python -m streams.services status
+	$(BIN)/python -m streams.dev.services status
 
 test: $(STAMP) ## Run every test; integration tests start their own broker unless KAFKA_BOOTSTRAP_SERVERS is set
 	$(BIN)/pytest
@@ -62,7 +62,7 @@ fmt: $(STAMP) ## Format and auto-fix with ruff
 	$(BIN)/ruff check --fix .
 
 bench: setup ## Benchmarks against raw Kafka in the same run (table + .local/bench/bench.json)
-	$(BIN)/python -m streams.bench --out .local/bench/bench.json
+	$(BIN)/python -m streams.dev.bench --out .local/bench/bench.json
 
 CHAOS_SECONDS ?= 1200
 CHAOS_SEED ?= 1
@@ -71,7 +71,7 @@ chaos: setup ## Chaos on a 3-node cluster, both guarantees (CHAOS_SECONDS=1200 C
 		--timeout $$(( $(CHAOS_SECONDS) + 900 )) tests/integration/test_chaos.py
 
 demo: setup ## The demo: broker, processors, channels, a month of repayments, checks, report
-	$(BIN)/python -m streams.demo
+	$(BIN)/python -m streams.dev.demo
 
 clean: kafka-down ## Stop the broker and delete local data (keeps the jar cache)
 	rm -rf .local .pytest_cache .mypy_cache .ruff_cache

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
 from ledger import accounts
+from ledger.sequence import SeqTracker, Verdict
 from ledger.timeline import format_minor
 from schemas.events import (
     BusinessDayClosed,
@@ -111,6 +112,7 @@ class Settlement:
 class Report:
     events: int
     repeats_skipped: int
+    quarantined: tuple[str, ...]  # loans whose log skipped a seq: their later events left out
     first_timestamp_ms: int | None
     last_timestamp_ms: int | None
     headline: Headline
@@ -137,7 +139,7 @@ class _Attempt:
 class _Fold:
     """The mutable accumulator behind `build_report`; never leaves this module."""
 
-    last_seqs: dict[str, int] = field(default_factory=dict)
+    seqs: SeqTracker = field(default_factory=SeqTracker)
     events: int = 0
     repeats: int = 0
     first_timestamp_ms: int | None = None
@@ -159,10 +161,10 @@ def build_report(records: Iterable[tuple[Event, int]]) -> Report:
     """Fold (event, kafka_timestamp_ms) pairs, in log order, into the report's figures."""
     fold = _Fold()
     for event, timestamp_ms in records:
-        if event.seq <= fold.last_seqs.get(event.loan_id, 0):
-            fold.repeats += 1
+        verdict = fold.seqs.admit(event.loan_id, event.seq)
+        if verdict is not Verdict.NEXT:
+            fold.repeats += verdict is Verdict.REPEAT
             continue
-        fold.last_seqs[event.loan_id] = event.seq
         _count(fold, timestamp_ms)
         _apply(fold, event, timestamp_ms)
     return _freeze(fold)
@@ -278,6 +280,7 @@ def _freeze(fold: _Fold) -> Report:
     return Report(
         events=fold.events,
         repeats_skipped=fold.repeats,
+        quarantined=tuple(q.describe() for q in fold.seqs.quarantined.values()),
         first_timestamp_ms=fold.first_timestamp_ms,
         last_timestamp_ms=fold.last_timestamp_ms,
         headline=_headline(fold, attempts, outstanding),

@@ -16,6 +16,7 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Any, Literal
 
+from ledger.sequence import Quarantine, SeqTracker, Verdict
 from schemas.commands import (
     ChannelAnswer,
     FlagStuckAttempt,
@@ -117,19 +118,23 @@ class OpenWork:
         # Starts written before events carried currency and business date: no channel call can
         # be made from them; the shell reports them for an operator.
         self.unusable: list[str] = []
-        # The highest seq folded per loan. A decider that lost its partitions but not yet its
-        # process (a frozen worker under at_least_once) writes byte-identical repeats of older
-        # events after newer ones: a repeated start read after its attempt closed reopened it,
-        # and the gateway then reported a success the ledger had long posted, for ever (chaos
-        # run, 2026-12-02: 49 attempts). DESIGN section 3: apply only what is newer.
-        self.folded_seq: dict[str, int] = {}
+        # The seq rule (ledger.sequence), from the middle of the log. A decider that lost its
+        # partitions but not yet its process (a frozen worker under at_least_once) writes
+        # byte-identical repeats of older events after newer ones: a repeated start read after
+        # its attempt closed reopened it, and the gateway then reported a success the ledger had
+        # long posted, for ever (chaos run, 2026-12-02: 49 attempts).
+        self.seqs = SeqTracker(mid_log=True)
+
+    @property
+    def quarantined(self) -> dict[str, Quarantine]:
+        """Loans whose log skipped a seq: their work is no longer moved on (an alert)."""
+        return self.seqs.quarantined
 
     def apply(self, event: Event, offset: int, timestamp_ms: int) -> str | None:
         """Fold one event; the key of the work it opened or moved on, or None (also for a
-        repeat of an event older than one already folded for its loan)."""
-        if event.seq <= self.folded_seq.get(event.loan_id, 0):
+        repeat, and for any event of a quarantined loan)."""
+        if self.seqs.admit(event.loan_id, event.seq) is not Verdict.NEXT:
             return None
-        self.folded_seq[event.loan_id] = event.seq
         match event:
             case DeductionStarted():
                 return self._open(event, _debit_work(event, offset, timestamp_ms))

@@ -38,8 +38,12 @@ from schemas.outcomes import Outcome, RejectionReason, accepted, duplicate, reje
 
 @dataclass(frozen=True, slots=True)
 class Decision:
+    """The outcome, the events to append, and the loan's state once they are folded in (the
+    shell stores it as is: no reader evolves a decision's events a second time)."""
+
     outcome: Outcome
     events: tuple[Event, ...]
+    state: LoanState
 
 
 def decide(state: LoanState, command: Command, policy: Policy = DEFAULT_POLICY) -> Decision:
@@ -50,10 +54,10 @@ def decide(state: LoanState, command: Command, policy: Policy = DEFAULT_POLICY) 
     seen = state.processed.get(command.command_id)
     if seen is not None:
         if seen.payload_hash != command_hash:
-            return _refuse(command, RejectionReason.IDEMPOTENCY_CONFLICT)
+            return _refuse(state, command, RejectionReason.IDEMPOTENCY_CONFLICT)
         if seen.refused is not None:  # a repeat returns the original outcome: that refusal
-            return _refuse(command, seen.refused)
-        return Decision(duplicate(command.command_id, command.loan_id, seen.event_ids), ())
+            return _refuse(state, command, seen.refused)
+        return Decision(duplicate(command.command_id, command.loan_id, seen.event_ids), (), state)
     reason = refusal(state, command)
     if reason is not None:
         return _refuse_and_record(state, command, command_hash, reason)
@@ -62,7 +66,9 @@ def decide(state: LoanState, command: Command, policy: Policy = DEFAULT_POLICY) 
     assert recorder.events, f"accepted {command.type} produced no event"
     event_ids = tuple(event.event_id for event in recorder.events)
     return Decision(
-        accepted(command.command_id, command.loan_id, event_ids), tuple(recorder.events)
+        accepted(command.command_id, command.loan_id, event_ids),
+        tuple(recorder.events),
+        recorder.state,
     )
 
 
@@ -126,11 +132,12 @@ def _refuse_and_record(
     command gets it again even once the loan would accept it. A loan that does not exist has
     no log to remember it in."""
     if not state.opened:
-        return _refuse(command, reason)
+        return _refuse(state, command, reason)
     recorder = Recorder(state, command, command_hash)
     recorder.emit(CommandRejected(**recorder.envelope(), command_type=command.type, reason=reason))
-    return Decision(rejected(command.command_id, command.loan_id, reason), tuple(recorder.events))
+    outcome = rejected(command.command_id, command.loan_id, reason)
+    return Decision(outcome, tuple(recorder.events), recorder.state)
 
 
-def _refuse(command: Command, reason: RejectionReason) -> Decision:
-    return Decision(rejected(command.command_id, command.loan_id, reason), ())
+def _refuse(state: LoanState, command: Command, reason: RejectionReason) -> Decision:
+    return Decision(rejected(command.command_id, command.loan_id, reason), (), state)

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from ledger.balances import apply_postings
-from ledger.evolve import evolve
+from ledger.sequence import LoanLog, Verdict
 from ledger.state import Attempt, LoanState, Refund, initial_state
 from schemas.events import (
     AutoDebitDue,
@@ -112,13 +112,15 @@ def loan_history(loan_id: str, events: Iterable[Event]) -> LoanHistory:
 
 
 def _fold(loan_id: str, ordered: list[Event]) -> tuple[LoanState, tuple[int, int] | None]:
-    """The state up to the first gap in seq, and the gap: evolve needs every event in order."""
-    state = initial_state(loan_id)
+    """The state up to the first gap in seq, and the gap (the seq rule, ledger.sequence): the
+    history still lists every event, so an operator sees what lies past the gap."""
+    loans = LoanLog()
     for event in ordered:
-        if event.seq != state.next_seq:
-            return state, (state.next_seq, event.seq)
-        state = evolve(state, event)
-    return state, None
+        if loans.fold(event) is Verdict.GAP:
+            quarantine = loans.quarantined[event.loan_id]
+            state = loans.states.get(loan_id) or initial_state(loan_id)
+            return state, (quarantine.expected_seq, event.seq)
+    return loans.states.get(loan_id) or initial_state(loan_id), None
 
 
 def _row(event: Event, currency: str) -> TimelineRow:

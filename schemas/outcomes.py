@@ -18,19 +18,21 @@ class RejectionReason(StrEnum):
     """Why a command was refused. When several apply, the first in this order wins:
 
     1. invalid_command        the bytes are not a valid command (shell), or fields contradict
-    2. idempotency_conflict   the command id was accepted before with a different payload
-    3. unknown_loan           the loan was never opened (every command but OpenLoan)
+    2. loan_quarantined       the loan's log has a seq gap or an unreadable event (an operator
+                              alert): nothing is decided for it until its log is repaired
+    3. idempotency_conflict   the command id was accepted before with a different payload
+    4. unknown_loan           the loan was never opened (every command but OpenLoan)
        loan_exists            OpenLoan for a loan id already opened
-    4. unknown_installment    RequestRepayment names an installment the loan does not have
+    5. unknown_installment    RequestRepayment names an installment the loan does not have
        unknown_attempt        a channel answer or statement line for an attempt we never started
                               (or a statement line from another channel than the attempt's)
        unknown_refund         a refund answer for a refund we never started
        stale_business_date    CloseBusinessDay for a date not after the loan's last closed day
-    5. loan_closed            every installment is paid: nothing can be requested any more
-    6. deduction_in_progress  an attempt is in flight for this loan, whatever the door
-    7. nothing_due            the named (or due) installments are fully paid
-    8. amount_exceeds_due     a partial amount larger than what is owed on those installments
-    9. attempt_settled        a channel answer for an attempt that is no longer in flight
+    6. loan_closed            every installment is paid: nothing can be requested any more
+    7. deduction_in_progress  an attempt is in flight for this loan, whatever the door
+    8. nothing_due            the named (or due) installments are fully paid
+    9. amount_exceeds_due     a partial amount larger than what is owed on those installments
+    10. attempt_settled       a channel answer for an attempt that is no longer in flight
        attempt_not_succeeded  a reversal or duplicate-debit line for an attempt that did not succeed
        refund_settled         a refund answer for a refund that already ended
        finding_already_recorded  a duplicate debit whose channel reference is already on our
@@ -38,6 +40,7 @@ class RejectionReason(StrEnum):
     """
 
     INVALID_COMMAND = "invalid_command"
+    LOAN_QUARANTINED = "loan_quarantined"
     IDEMPOTENCY_CONFLICT = "idempotency_conflict"
     UNKNOWN_LOAN = "unknown_loan"
     LOAN_EXISTS = "loan_exists"

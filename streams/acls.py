@@ -6,7 +6,6 @@ through the admin API (as a principal allowed to alter ACLs).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -20,7 +19,6 @@ from confluent_kafka.admin import (
 
 from schemas.topics import ALL_TOPICS, BALANCES, COMMANDS, DLQ, EVENTS, OUTCOMES
 from streams.settings import LedgerSettings
-from streams.topics import changelog_specs
 
 Component = Literal["worker", "gateway", "client", "analyst"]
 COMPONENTS: tuple[Component, ...] = ("worker", "gateway", "client", "analyst")
@@ -58,7 +56,6 @@ def grants(settings: LedgerSettings, component: Component) -> list[Grant]:
     describe_all = topics(
         (AclOperation.DESCRIBE,),
         *(spec.name for spec in ALL_TOPICS),
-        *(spec.name for spec in changelog_specs(settings)),
     )
     if component == "worker":
         return [
@@ -67,7 +64,8 @@ def grants(settings: LedgerSettings, component: Component) -> list[Grant]:
             *topics((AclOperation.READ, AclOperation.WRITE), EVENTS.name),
             *topics((AclOperation.WRITE,), OUTCOMES.name, BALANCES.name, DLQ.name),
             *(literal(ResourceType.GROUP, name) for name in settings.worker_groups),
-            *_engine_grants(settings, topics),
+            # Each stage's transactional ids are `{group}-decider-…` and `{group}-projector-…`.
+            *(_transactional_ids(f"{group}-{role}-") for role in ("decider", "projector")),
         ]
     if component == "gateway":
         return [
@@ -79,23 +77,6 @@ def grants(settings: LedgerSettings, component: Component) -> list[Grant]:
     if component == "client":
         return [*topics(WRITE, COMMANDS.name), *topics(READ, OUTCOMES.name)]
     return topics(READ, EVENTS.name, BALANCES.name, OUTCOMES.name)  # analyst: the CLI's readers
-
-
-def _engine_grants(settings: LedgerSettings, topics: Callable[..., list[Grant]]) -> list[Grant]:
-    """The batched engine's transactional ids are `{group}-decider-…` and `{group}-projector-…`.
-    faust's are `{group}-{partition group}-{partition}`, and it reads and writes its tables'
-    changelogs (restoring a table reads it; every table update writes it)."""
-    group = settings.group_id
-    if settings.engine == "batched":
-        return [_transactional_ids(f"{group}-{role}-") for role in ("decider", "projector")]
-    changelogs = [spec.name for spec in changelog_specs(settings)]
-    return [
-        *topics((AclOperation.READ, AclOperation.WRITE), *changelogs),
-        # It subscribes to outcomes so that its outcome sends join the command's transaction
-        # (streams/app.py, faust-streaming#177).
-        *topics((AclOperation.READ,), OUTCOMES.name),
-        _transactional_ids(f"{group}-"),
-    ]
 
 
 def _transactional_ids(prefix: str) -> Grant:

@@ -6,7 +6,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_serv
 
 
 class Metrics:
-    """One registry per app, so several apps in one process (tests) do not collide."""
+    """One registry per process role, so several in one process (tests) do not collide."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -38,17 +38,13 @@ class Metrics:
         )
         self.gaps = Counter(
             "ledger_projector_gaps_total",
-            "Loans stopped by a seq gap (alert)",
+            "Loans the projector stopped at a seq gap (alert)",
             registry=self.registry,
         )
-        self.repaired = Counter(
-            "ledger_projector_repaired_events_total",
-            "Events of a seq gap read back from the log",
-            registry=self.registry,
-        )
-        self.recovered = Counter(
-            "ledger_skipped_records_recovered_total",
-            "Records faust skipped, read back from Kafka and processed (faust-streaming#216)",
+        self.quarantined = Counter(
+            "ledger_quarantined_loans_total",
+            "Loans quarantined by a seq gap or an unreadable event (alert; see docs/operating.md)",
+            ["stage", "why"],
             registry=self.registry,
         )
         self.lag = Gauge(

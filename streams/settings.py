@@ -24,12 +24,8 @@ class LedgerSettings(BaseSettings):
     partitions: int = Field(default=8, ge=1, le=1024, description="for the co-partitioned topics")
     replication_factor: int = Field(default=1, ge=1)
     processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
-    engine: Literal["batched", "faust"] = Field(
-        default="batched",
-        description="batched: confluent-kafka, a transaction per batch; faust: record at a time",
-    )
     session_timeout_s: float = Field(
-        default=45.0, ge=6, le=300, description="batched engine: a silent worker leaves after this"
+        default=45.0, ge=6, le=300, description="a worker silent this long leaves its group"
     )
     instance_id: str = Field(
         default_factory=socket.gethostname,
@@ -37,20 +33,15 @@ class LedgerSettings(BaseSettings):
     )
     # Read-committed readers see nothing before a commit, so this bounds how stale balances get.
     commit_interval_s: float = Field(default=0.25, gt=0, le=60)
-    table_store: str = Field(default="memory://", description="faust table store URL")
-    data_dir: str = Field(default=".local/faust", description="faust's local data folder")
     max_message_bytes: int = Field(
         default=64 * 1024, ge=1024, description="larger commands are dead-lettered"
-    )
-    stall_s: float = Field(
-        default=120.0, gt=0, description="lag with no progress on a topic this long is a stall"
     )
     shutdown_grace_s: float = Field(
         default=20.0, gt=0, description="a graceful stop is ended after this"
     )
     metrics_port: int = Field(default=0, ge=0, le=65535, description="Prometheus port; 0 = off")
     log_level: Literal["crit", "error", "warn", "info", "debug"] = "warn"
-    # Security, passed to every client (faust, confluent-kafka, aiokafka).
+    # Security, passed to every client (confluent-kafka, and aiokafka in the gateway).
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None
@@ -93,10 +84,9 @@ class LedgerSettings(BaseSettings):
 
     @property
     def worker_groups(self) -> tuple[str, ...]:
-        """The consumer groups `ledger worker` processes join (one per stage when batched)."""
-        if self.engine == "batched":
-            return tuple(f"{self.group_id}-batched-{role}" for role in ("decider", "projector"))
-        return (self.group_id,)
+        """The consumer groups `ledger worker` processes join, one per stage. ("batched" stays
+        in the names so that existing deployments keep their committed offsets.)"""
+        return tuple(f"{self.group_id}-batched-{role}" for role in ("decider", "projector"))
 
     def policy(self) -> Policy:
         return Policy(
@@ -143,10 +133,10 @@ class LedgerSettings(BaseSettings):
         return config
 
     def producer_config(self) -> dict[str, Any]:
-        """An idempotent producer whose partitioner matches Kafka's Java clients and faust's."""
+        """An idempotent producer whose partitioner matches Kafka's Java clients and aiokafka's."""
         return self.confluent_config() | {
-            # librdkafka defaults to a CRC32 partitioner; every other client (Java, aiokafka under
-            # faust) hashes keys with murmur2. One loan must land on one partition whatever
+            # librdkafka defaults to a CRC32 partitioner; every other client (Java, aiokafka)
+            # hashes keys with murmur2. One loan must land on one partition whatever
             # client sent its command, or two deciders would own it.
             "partitioner": "murmur2_random",
             "enable.idempotence": True,

@@ -8,28 +8,9 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from schemas.topics import ALL_TOPICS, CleanupPolicy, TopicSpec
+from schemas.topics import ALL_TOPICS, TopicSpec
 from streams.errors import LedgerError
 from streams.settings import LedgerSettings
-
-# faust's tables (streams/app.py); their changelogs are created here, before any worker starts:
-# two workers starting together raced to create them, and one crashed reading "0 partitions".
-TABLES = ("loans", "projected-seq", "balances", "cursors")
-
-
-def changelog_specs(settings: LedgerSettings) -> list[TopicSpec]:
-    return [
-        TopicSpec(
-            f"{settings.app_id}-{table}-changelog",
-            "table key",
-            "table value",
-            "faust",
-            -1,
-            cleanup_policy=CleanupPolicy.COMPACT,
-        )
-        for table in TABLES
-    ]
-
 
 # Errors of a partition whose leader is not elected yet, or not yet known to this client: a
 # topic created a moment ago answers "not leader for partition" for a second or so, and
@@ -61,11 +42,11 @@ def watermarks(
 
 
 def ensure_topics(settings: LedgerSettings, timeout_s: float = 30.0) -> list[str]:
-    """Create whichever contract and changelog topics are missing; return the names created.
+    """Create whichever contract topics are missing; return the names created.
     Raises LedgerError when an existing topic has another partition count than needed."""
     admin = AdminClient(settings.confluent_config())
     existing = admin.list_topics(timeout=timeout_s).topics
-    specs = [*ALL_TOPICS, *changelog_specs(settings)]
+    specs = list(ALL_TOPICS)
     missing = [spec for spec in specs if settings.topic(spec.name) not in existing]
     _check_partitions(settings, existing, specs)
     if missing:

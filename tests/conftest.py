@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from streams.localkafka import BrokerError, LocalBroker, broker_answers, free_port
+from streams.dev.localkafka import BrokerError, LocalBroker, broker_answers, free_port
 
 # The integration harness asserts in its own modules: rewritten, a failed check there shows the
 # values it compared (the CI's bare `AssertionError` from saga.assert_books said nothing).
 pytest.register_assert_rewrite(
-    "tests.integration.chaos",
+    "tests.support.chaos",
     "tests.integration.hostile",
     "tests.integration.pipeline",
     "tests.integration.saga",

@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from streams.localkafka import free_port
+from streams.dev.localkafka import free_port
 
 
 def test_integration_tests_fail_when_the_named_broker_is_absent() -> None:

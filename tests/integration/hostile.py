@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from schemas.commands import OpenLoan
-from tests.unit.builders import open_loan, request
+from tests.support.builders import open_loan, request
 
 MAX_BYTES = 64 * 1024  # LEDGER_MAX_MESSAGE_BYTES' default
 

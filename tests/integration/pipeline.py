@@ -22,9 +22,8 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
-from ledger import LoanState, decide, evolve, initial_state
 from schemas.commands import Command
-from schemas.events import encode_event
+from streams.dev import LEDGER
 from streams.settings import LedgerSettings
 from tests.integration.kafka_helpers import unique
 
@@ -37,7 +36,6 @@ class Pipeline:
     guarantee: str
     workdir: Path
     partitions: int = 4
-    engine: str = "batched"
     prefix: str = field(default_factory=lambda: unique("it") + ".")
     workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     launches: dict[str, tuple[tuple[str, ...], dict[str, str]]] = field(default_factory=dict)
@@ -58,9 +56,7 @@ class Pipeline:
             "LEDGER_TOPIC_PREFIX": self.prefix,
             "LEDGER_PARTITIONS": str(self.partitions),
             "LEDGER_PROCESSING_GUARANTEE": self.guarantee,
-            "LEDGER_ENGINE": self.engine,
             "LEDGER_INSTANCE_ID": name,
-            "LEDGER_DATA_DIR": str(self.workdir / f"{name}-data"),
             "LEDGER_LOG_LEVEL": "info",
         }
 
@@ -72,7 +68,7 @@ class Pipeline:
         """Start `ledger <arguments>` under supervision, e.g. ("gateway",)."""
         self.launches[name] = (arguments, settings)
         log = (self.workdir / f"{name}.log").open("ab")
-        command = [sys.executable, "-m", "ledger.cli.main", *arguments]
+        command = [*arguments] if arguments[0] == sys.executable else [*LEDGER, *arguments]
         extra = {f"LEDGER_{key.upper()}": value for key, value in settings.items()}
         environment = self.environment(name) | extra
         self.workers[name] = subprocess.Popen(command, env=environment, stdout=log, stderr=log)
@@ -299,16 +295,3 @@ def balances_from_topic(records: list[RawRecord]) -> dict[str, int]:
 
 def nonzero(balances: dict[str, int]) -> dict[str, int]:
     return {account: amount for account, amount in balances.items() if amount != 0}
-
-
-def oracle_events(commands: Iterable[Command]) -> dict[tuple[str, int], bytes]:
-    """What the log must hold: each loan's commands decided in order by the pure core."""
-    states: dict[str, LoanState] = {}
-    expected: dict[tuple[str, int], bytes] = {}
-    for command in commands:
-        state = states.get(command.loan_id) or initial_state(command.loan_id)
-        for event in decide(state, command).events:
-            expected[(event.loan_id, event.seq)] = encode_event(event)
-            state = evolve(state, event)
-        states[command.loan_id] = state
-    return expected

@@ -19,12 +19,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from schemas.commands import Command, Source
-from streams.channels.client import ChannelClient
-from streams.channels.config import ChannelBehaviour, SimulatorConfig
-from streams.channels.simulator import AccountTruth, GroundTruth
-from streams.localkafka import free_port
+from streams.dev.channels import simulator_command
+from streams.dev.channels.admin import SimulatorClient
+from streams.dev.channels.config import ChannelBehaviour, SimulatorConfig
+from streams.dev.channels.simulator import AccountTruth, GroundTruth
+from streams.dev.localkafka import free_port
 from tests.integration.pipeline import LogFold, Pipeline, balances_from_topic, outcomes_by_command
-from tests.unit.builders import FIRST_DUE, close_day, open_loan, request
+from tests.support.builders import FIRST_DUE, close_day, open_loan, request
 
 T = TypeVar("T")
 Event = dict[str, Any]
@@ -62,9 +63,7 @@ class Saga:
         config_file = pipeline.workdir / "channels.json"
         config_file.write_text(config.model_dump_json())
         saga = cls(pipeline, f"http://127.0.0.1:{port}", metrics_port)
-        pipeline.start_process(
-            "channels", ("channels", "serve", "--port", str(port), "--config", str(config_file))
-        )
+        pipeline.start_process("channels", tuple(simulator_command(port, config_file)))
         saga.wait_for_channels()
         for name in workers:
             pipeline.start_worker(name, **(worker or {}))
@@ -80,9 +79,9 @@ class Saga:
 
     # ---- the channels ------------------------------------------------------------------------
 
-    def call(self, action: Callable[[ChannelClient], Awaitable[T]]) -> T:
+    def call(self, action: Callable[[SimulatorClient], Awaitable[T]]) -> T:
         async def run() -> T:
-            async with ChannelClient(self.channels_url, timeout_s=10) as client:
+            async with SimulatorClient(self.channels_url, timeout_s=10) as client:
                 return await action(client)
 
         return asyncio.run(run())
@@ -157,7 +156,7 @@ class Saga:
         environment = self.pipeline.environment("reconcile") | {
             "LEDGER_CHANNELS_URL": self.channels_url
         }
-        command = [sys.executable, "-m", "ledger.cli.main", "reconcile", "--channel", channel]
+        command = [sys.executable, "-m", "streams.cli.main", "reconcile", "--channel", channel]
         command += ["--date", business_date.isoformat(), "--json"]
         done = subprocess.run(command, env=environment, capture_output=True, timeout=120)
         assert done.returncode == 0, done.stderr.decode()

@@ -1,4 +1,5 @@
-"""The channel simulator over real HTTP on 127.0.0.1, mostly driven through ChannelClient."""
+"""The channel simulator over real HTTP on 127.0.0.1, driven through the gateway's client (its
+SimulatorClient subclass adds the simulator's own admin calls)."""
 
 from __future__ import annotations
 
@@ -14,16 +15,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from streams.channels.client import (
-    ChannelClient,
-    ChannelRejected,
-    ChannelTimeout,
-    ChannelUnreachable,
-)
-from streams.channels.config import ChannelBehaviour, SimulatorConfig
-from streams.channels.server import make_app
-from streams.channels.simulator import (
-    AccountTruth,
+from schemas.channel import (
     DebitFailed,
     DebitNotFound,
     DebitProcessing,
@@ -31,12 +23,21 @@ from streams.channels.simulator import (
     DebitSucceeded,
     RefundRequest,
 )
+from streams.dev.channels.admin import SimulatorClient
+from streams.dev.channels.config import ChannelBehaviour, SimulatorConfig
+from streams.dev.channels.server import make_app
+from streams.dev.channels.simulator import AccountTruth
+from streams.gateway.channels import (
+    ChannelRejected,
+    ChannelTimeout,
+    ChannelUnreachable,
+)
 
 pytestmark = pytest.mark.integration
 
 DAY = date(2025, 3, 14)
 AMOUNT = 10_000
-Scenario = Callable[[ChannelClient], Awaitable[None]]
+Scenario = Callable[[SimulatorClient], Awaitable[None]]
 
 
 @asynccontextmanager
@@ -57,7 +58,7 @@ def drive(scenario: Scenario, *, timeout_s: float = 2.0, **channels: ChannelBeha
 
     async def main() -> None:
         config = SimulatorConfig(seed=11, channels=channels or {"alpha": ChannelBehaviour()})
-        async with serving(config) as url, ChannelClient(url, timeout_s) as client:
+        async with serving(config) as url, SimulatorClient(url, timeout_s) as client:
             await scenario(client)
 
     asyncio.run(main())
@@ -86,7 +87,7 @@ def body(order_id: str) -> dict[str, Any]:
 
 
 def test_debit_query_statement_and_ground_truth() -> None:
-    async def scenario(client: ChannelClient) -> None:
+    async def scenario(client: SimulatorClient) -> None:
         assert await client.health()
         answer = await client.debit("alpha", debit())
         assert isinstance(answer, DebitSucceeded)
@@ -103,7 +104,7 @@ def test_debit_query_statement_and_ground_truth() -> None:
 
 
 def test_timeout_then_debit_times_out_but_the_query_says_succeeded() -> None:
-    async def scenario(client: ChannelClient) -> None:
+    async def scenario(client: SimulatorClient) -> None:
         started = time.monotonic()
         with pytest.raises(ChannelTimeout, match="504"):
             await client.debit("alpha", debit())
@@ -117,7 +118,7 @@ def test_timeout_then_debit_times_out_but_the_query_says_succeeded() -> None:
 
 
 def test_latency_delays_the_answer_and_a_slow_answer_times_the_client_out() -> None:
-    async def scenario(client: ChannelClient) -> None:
+    async def scenario(client: SimulatorClient) -> None:
         started = time.monotonic()
         assert isinstance(await client.debit("alpha", debit()), DebitSucceeded)
         assert time.monotonic() - started >= 0.15
@@ -131,7 +132,7 @@ def test_latency_delays_the_answer_and_a_slow_answer_times_the_client_out() -> N
 
 
 def test_unknown_order_is_not_found_and_a_lost_order_can_be_resubmitted() -> None:
-    async def scenario(client: ChannelClient) -> None:
+    async def scenario(client: SimulatorClient) -> None:
         assert await client.query("alpha", "nobody") == DebitNotFound(order_id="nobody")
         with pytest.raises(ChannelTimeout):
             await client.debit("alpha", debit())
@@ -143,7 +144,7 @@ def test_unknown_order_is_not_found_and_a_lost_order_can_be_resubmitted() -> Non
 
 
 def test_processing_resolves_when_the_admin_clock_advances() -> None:
-    async def scenario(client: ChannelClient) -> None:
+    async def scenario(client: SimulatorClient) -> None:
         assert await client.debit("gamma", debit()) == DebitProcessing(order_id="order-1")
         assert await client.query("gamma", "order-1") == DebitProcessing(order_id="order-1")
         await client.advance_clock(60_000)
@@ -154,7 +155,7 @@ def test_processing_resolves_when_the_admin_clock_advances() -> None:
 
 
 def test_refunds_are_paid_once_per_refund_id() -> None:
-    async def scenario(client: ChannelClient) -> None:
+    async def scenario(client: SimulatorClient) -> None:
         await client.debit("alpha", debit())
         refund = RefundRequest(
             refund_id="refund-1",
@@ -172,7 +173,7 @@ def test_refunds_are_paid_once_per_refund_id() -> None:
 
 
 def test_never_answer_times_the_client_out_until_the_channel_recovers() -> None:
-    async def scenario(client: ChannelClient) -> None:
+    async def scenario(client: SimulatorClient) -> None:
         with pytest.raises(ChannelTimeout):
             await client.debit("alpha", debit())
         with pytest.raises(ChannelTimeout):
@@ -188,7 +189,7 @@ def test_never_answer_times_the_client_out_until_the_channel_recovers() -> None:
 
 
 def test_requests_still_hung_at_shutdown_do_not_hold_the_server() -> None:
-    async def scenario(client: ChannelClient) -> None:
+    async def scenario(client: SimulatorClient) -> None:
         with pytest.raises(ChannelTimeout):
             await client.debit("alpha", debit())
 
@@ -198,7 +199,7 @@ def test_requests_still_hung_at_shutdown_do_not_hold_the_server() -> None:
 
 
 def test_unknown_channel_is_rejected() -> None:
-    async def scenario(client: ChannelClient) -> None:
+    async def scenario(client: SimulatorClient) -> None:
         with pytest.raises(ChannelRejected, match="404"):
             await client.debit("omega", debit())
         with pytest.raises(ChannelRejected, match="unknown_channel"):
@@ -213,7 +214,7 @@ def test_a_stopped_channel_is_unreachable() -> None:
         port = probe.getsockname()[1]
 
     async def scenario() -> None:
-        async with ChannelClient(f"http://127.0.0.1:{port}", 1.0) as client:
+        async with SimulatorClient(f"http://127.0.0.1:{port}", 1.0) as client:
             with pytest.raises(ChannelUnreachable, match="check that the channel runs"):
                 await client.health()
 
@@ -224,7 +225,7 @@ def test_a_stopped_channel_is_unreachable() -> None:
 
 
 def test_wire_json_matches_the_contract() -> None:
-    async def scenario(client: ChannelClient) -> None:
+    async def scenario(client: SimulatorClient) -> None:
         url = client.base_url
         status, succeeded = await raw("POST", f"{url}/channels/alpha/debits", body("a-1"))
         keys = {"order_id", "status", "channel_reference", "amount_minor"}
@@ -304,7 +305,7 @@ def test_wire_json_matches_the_contract() -> None:
     ],
 )
 def test_bad_bodies_are_refused_with_400(path: str, payload: dict[str, Any]) -> None:
-    async def scenario(client: ChannelClient) -> None:
+    async def scenario(client: SimulatorClient) -> None:
         status, answer = await raw("POST", client.base_url + path, payload)
         assert (status, answer["error"]) == (400, "bad_request")
 
@@ -312,7 +313,7 @@ def test_bad_bodies_are_refused_with_400(path: str, payload: dict[str, Any]) -> 
 
 
 def test_a_bad_statement_date_is_refused_with_400() -> None:
-    async def scenario(client: ChannelClient) -> None:
+    async def scenario(client: SimulatorClient) -> None:
         status, answer = await raw("GET", f"{client.base_url}/channels/alpha/statements/2025-3-1")
         assert (status, answer["error"]) == (400, "bad_request")
 

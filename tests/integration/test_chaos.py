@@ -35,22 +35,13 @@ from confluent_kafka import IsolationLevel, KafkaException, Producer, TopicParti
 from confluent_kafka.admin import AdminClient
 
 from schemas.commands import Command, parse_command
-from streams.channels.simulator import AccountTruth, GroundTruth
+from streams.dev.channels.simulator import AccountTruth, GroundTruth
+from streams.dev.localkafka import free_port
+from streams.dev.localkafka.cluster import LocalCluster
 from streams.errors import LedgerError
-from streams.localkafka import free_port
-from streams.localkafka.cluster import LocalCluster
 from streams.settings import LedgerSettings
 from streams.topics import ensure_topics
-from tests.integration.chaos import (
-    CONSUMER_OFFSETS,
-    TRANSACTION_STATE,
-    consumer_lag,
-    coordinator,
-    coordinator_partition,
-    installments_overcharged,
-    last_offsets,
-)
-from tests.integration.pipeline import LogFold, Pipeline, oracle_events, outcomes_by_command
+from tests.integration.pipeline import LogFold, Pipeline, outcomes_by_command
 from tests.integration.saga import (
     Saga,
     card_net,
@@ -59,6 +50,16 @@ from tests.integration.saga import (
     settled,
     workload,
 )
+from tests.support.chaos import (
+    CONSUMER_OFFSETS,
+    TRANSACTION_STATE,
+    consumer_lag,
+    coordinator,
+    coordinator_partition,
+    installments_overcharged,
+    last_offsets,
+)
+from tests.support.oracle import oracle_events
 
 pytestmark = pytest.mark.integration
 
@@ -70,7 +71,7 @@ SEED = os.environ.get("CHAOS_SEED", "")
 LOANS = max(1_000, int(LOAD_SECONDS * 20))
 HEALED_WITHIN_S = 120
 # offsets.topic.num.partitions and transaction.state.log.num.partitions of the local cluster
-# (streams/localkafka/broker.py).
+# (streams/dev/localkafka/broker.py).
 COORDINATOR_PARTITIONS = 10
 # Channels that misbehave in every way the gateway must survive on its own. Double debits,
 # reversals and cross-midnight bookings are the channel's faults, found by reconciliation

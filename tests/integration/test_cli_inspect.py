@@ -22,11 +22,12 @@ import pytest
 from click.testing import CliRunner, Result
 from confluent_kafka import Producer
 
-from ledger.cli.main import cli
 from schemas.commands import Command
+from streams.cli.main import cli
 from streams.topics import ensure_topics
-from tests.integration.pipeline import LogFold, Pipeline, RawRecord, oracle_events
-from tests.integration.workload import repayment_cycle
+from tests.integration.pipeline import LogFold, Pipeline, RawRecord
+from tests.support.oracle import oracle_events
+from tests.support.workload import repayment_cycle
 
 pytestmark = pytest.mark.integration
 
@@ -173,7 +174,7 @@ def test_history_reads_as_a_timeline_with_the_attempts_at_the_end(settled: Settl
         "LEDGER_TOPIC_PREFIX": settled.pipeline.prefix,
     }
     done = subprocess.run(
-        [sys.executable, "-m", "ledger.cli.main", "history", LOAN],
+        [sys.executable, "-m", "streams.cli.main", "history", LOAN],
         capture_output=True,
         text=True,
         env=settled.pipeline.environment("cli") | environment,

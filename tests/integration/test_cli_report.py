@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from ledger.cli.main import cli
-from streams.localkafka import free_port
+from streams.cli.main import cli
+from streams.dev.localkafka import free_port
 from streams.topics import ensure_topics
 from tests.integration.kafka_helpers import unique
 from tests.integration.pipeline import Pipeline
-from tests.integration.workload import repayment_cycle
+from tests.support.workload import repayment_cycle
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from ledger.cli.main import cli
+from streams.cli.main import cli
 from streams.topics import ensure_topics
 from tests.integration.pipeline import Pipeline
 

@@ -48,8 +48,8 @@ def test_the_demo_passes_its_checks_and_replays_to_its_balances(
 
 
 def run_demo(bootstrap: str, workdir: Path) -> tuple[list[str], int]:
-    """Run `python -m streams.demo` on a shortened scenario; note when it passed midway."""
-    command = [sys.executable, "-m", "streams.demo", "--loans", "12", "--days", "8"]
+    """Run `python -m streams.dev.demo` on a shortened scenario; note when it passed midway."""
+    command = [sys.executable, "-m", "streams.dev.demo", "--loans", "12", "--days", "8"]
     command += ["--report", str(workdir / "report")]
     environment = os.environ | {"KAFKA_BOOTSTRAP_SERVERS": bootstrap}
     process = subprocess.Popen(
@@ -68,7 +68,7 @@ def run_demo(bootstrap: str, workdir: Path) -> tuple[list[str], int]:
 
 
 def ledger(bootstrap: str, prefix: str, *arguments: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "ledger.cli.main", "--bootstrap-servers", bootstrap]
+    command = [sys.executable, "-m", "streams.cli.main", "--bootstrap-servers", bootstrap]
     command += ["--topic-prefix", prefix, *arguments]
     return subprocess.run(command, capture_output=True, text=True, timeout=300)
 

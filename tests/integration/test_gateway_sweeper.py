@@ -13,15 +13,15 @@ import pytest
 from aiohttp import web
 
 from schemas.commands import Source
-from streams.channels.client import ChannelClient
-from streams.channels.config import ChannelBehaviour, SimulatorConfig
-from streams.channels.server import make_app
 from streams.client import LedgerClient
-from streams.gateway import Gateway
-from streams.localkafka import free_port
+from streams.dev.channels.config import ChannelBehaviour, SimulatorConfig
+from streams.dev.channels.server import make_app
+from streams.dev.localkafka import free_port
+from streams.gateway.channels import ChannelClient
+from streams.gateway.service import Gateway
 from streams.topics import ensure_topics
 from tests.integration.pipeline import Pipeline
-from tests.unit.builders import open_loan, request
+from tests.support.builders import open_loan, request
 
 pytestmark = pytest.mark.integration
 SLOW_ASYNC = ChannelBehaviour(processing=1.0, processing_ms=4_000)

@@ -21,12 +21,12 @@ import pytest
 from confluent_kafka import Producer
 
 from schemas.commands import Command, OpenLoan
-from streams.bench.visibility import reading
+from streams.dev.bench.visibility import reading
 from streams.logread import LogReader
 from streams.topics import ensure_topics
 from tests.integration.hostile import Hostile, hostile, opened_loans
 from tests.integration.pipeline import Pipeline, outcomes_by_command
-from tests.integration.workload import repayment_cycle
+from tests.support.workload import repayment_cycle
 
 pytestmark = pytest.mark.integration
 

@@ -22,28 +22,20 @@ from confluent_kafka import Producer
 from prometheus_client.parser import text_string_to_metric_families
 
 from schemas.commands import Command
-from streams.localkafka import free_port
+from streams.dev.localkafka import free_port
 from streams.topics import ensure_topics
-from tests.integration.pipeline import LogFold, Pipeline, oracle_events
-from tests.integration.workload import repayment_cycle
+from tests.integration.pipeline import LogFold, Pipeline
+from tests.support.oracle import oracle_events
+from tests.support.workload import repayment_cycle
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(
-    params=[
-        ("faust", "at_least_once"),
-        ("faust", "exactly_once"),
-        ("batched", "at_least_once"),
-        ("batched", "exactly_once"),
-    ],
-    ids=["faust-at_least_once", "faust-exactly_once", "at_least_once", "exactly_once"],
-)
+@pytest.fixture(params=["at_least_once", "exactly_once"])
 def pipeline(
     request: pytest.FixtureRequest, kafka_bootstrap: str, tmp_path: Path
 ) -> Iterator[Pipeline]:
-    engine, guarantee = request.param
-    line = Pipeline(kafka_bootstrap, guarantee, tmp_path, engine=engine)
+    line = Pipeline(kafka_bootstrap, request.param, tmp_path)
     ensure_topics(line.settings)
     try:
         yield line
@@ -92,13 +84,6 @@ def test_a_thousand_loans_and_five_thousand_commands_balance(pipeline: Pipeline)
 
 
 def test_worker_killed_five_times_while_commands_flow(pipeline: Pipeline) -> None:
-    if pipeline.engine == "faust":
-        pytest.skip(
-            "faust engine: after the fifth SIGKILL the restarted worker sometimes reports Ready "
-            "and then fetches nothing for minutes, with no rebalance and no stall detected (2 "
-            "fresh-clone runs in 3 on 2026-11-26; not diagnosed yet). The batched engine, the "
-            "default, is tested here under both guarantees."
-        )
     commands = repayment_cycle(loans=400, seed=11)
     rng = random.Random(2026)
     pipeline.start_worker()
@@ -113,18 +98,10 @@ def test_worker_killed_five_times_while_commands_flow(pipeline: Pipeline) -> Non
     assert_converged(pipeline, commands, crashed=True)
 
 
-def test_faust_216_no_record_skipped_when_a_worker_leaves(pipeline: Pipeline) -> None:
-    """Two workers share the partitions; one leaves and the other takes over. faust-streaming
-    #216/#221: the leaving worker committed past records its agents never processed (13 events
-    were skipped here before streams/continuity.py)."""
-    if pipeline.engine == "faust" and pipeline.guarantee == "exactly_once":
-        pytest.skip(
-            "faust under exactly_once does not survive this rebalance reliably (1 run in 4 "
-            "here): its producer buffer sends outside the transaction and crashes "
-            "(faust-streaming#323), and recovery waits forever for a changelog offset that is "
-            "a transaction marker (faust-streaming#47). The batched engine, the default, is "
-            "tested here under exactly_once instead."
-        )
+def test_no_record_skipped_when_a_worker_leaves(pipeline: Pipeline) -> None:
+    """Two workers share the partitions; one leaves and the other takes over: every record is
+    decided, none twice into different bytes (the faust engine skipped records here,
+    faust-streaming#216/#221, which is one reason it left the money path)."""
     commands = repayment_cycle(loans=300, seed=13)
     half = len(commands) // 2
     pipeline.start_worker("w1")
@@ -136,9 +113,8 @@ def test_faust_216_no_record_skipped_when_a_worker_leaves(pipeline: Pipeline) ->
     pipeline.signal_worker("w2", signal.SIGTERM, for_good=True)
     pipeline.send(commands[half:])
 
-    # A worker faust crashes (ConsistencyError on recovery under exactly_once) is restarted
-    # like a supervisor would. A rebalance may redeliver (faust-streaming#502): repeats must be
-    # byte-identical, and the log and the books come out the same either way.
+    # A worker that exits is restarted as a supervisor would. A rebalance may redeliver:
+    # repeats must be byte-identical, and the log and the books come out the same either way.
     assert_converged(pipeline, commands, crashed=True)
     print(f"worker restarts by the supervisor: {pipeline.restarts}")
 
@@ -159,7 +135,7 @@ def test_one_percent_poison_is_dead_lettered_exactly_and_the_rest_flows(pipeline
         pipeline.send_raw(producer, command.loan_id.encode(), command.model_dump_json().encode())
     producer.flush(60)
 
-    assert_converged(pipeline, commands)
+    fold = assert_converged(pipeline, commands)
     dead = pipeline.read("ledger.dlq", until=len(poison))
     assert sorted(value or b"" for _k, value, _p, _o in dead) == sorted(
         value for _k, value in poison
@@ -170,8 +146,8 @@ def test_one_percent_poison_is_dead_lettered_exactly_and_the_rest_flows(pipeline
     assert scraped["ledger_dead_letters_total"] == len(poison)
     assert scraped["ledger_commands_total"] == len(commands)
     assert scraped["ledger_outcomes_total"] == len(commands) + readable
-    if pipeline.engine == "batched":
-        _assert_lag_gauge_settles(pipeline, metrics_port)
+    assert scraped["ledger_events_total"] == len(fold.by_seq)
+    _assert_lag_gauge_settles(pipeline, metrics_port)
 
 
 def _assert_lag_gauge_settles(pipeline: Pipeline, port: int, timeout_s: float = 30) -> None:

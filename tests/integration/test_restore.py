@@ -18,14 +18,14 @@ from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, Producer, Topi
 
 from ledger import initial_state
 from schemas.events import encode_event
-from streams.batched.decider import COMMAND_OFFSET, BatchDecider
-from streams.batched.loop import BatchLoop, committed_offsets
 from streams.errors import LedgerError
 from streams.metrics import Metrics
 from streams.settings import LedgerSettings
 from streams.topics import ensure_topics
+from streams.worker.decider import COMMAND_OFFSET, BatchDecider
+from streams.worker.loop import BatchLoop, committed_offsets
 from tests.integration.kafka_helpers import unique
-from tests.unit.builders import open_loan, when
+from tests.support.builders import open_loan, when
 
 pytestmark = pytest.mark.integration
 
@@ -165,4 +165,4 @@ def test_a_rebuild_waits_for_the_commit_marker_of_a_transaction_its_offsets_cove
     writer.commit_transaction(10)
     rebuilt.join(60)
     assert not rebuilt.is_alive()
-    assert command.loan_id in decider.states[0], "the rebuild left out a committed transaction"
+    assert command.loan_id in decider.partitions[0].states, "the rebuild left out a transaction"

@@ -17,7 +17,7 @@ import pytest
 
 from ledger.identity import auto_debit_command_id
 from schemas.commands import Command, Source
-from streams.reconcile import run_scheduled
+from streams.reconcile.run import run_scheduled
 from tests.integration.saga import (
     QUIET,
     Event,
@@ -26,7 +26,7 @@ from tests.integration.saga import (
     collected_from_card,
     of_type,
 )
-from tests.unit.builders import FIRST_DUE, close_day, open_loan, request
+from tests.support.builders import FIRST_DUE, close_day, open_loan, request
 
 pytestmark = pytest.mark.integration
 INSTALLMENT_ONE = (1,)

@@ -25,7 +25,7 @@ from tests.integration.saga import (
     settled,
     workload,
 )
-from tests.unit.builders import FIRST_DUE
+from tests.support.builders import FIRST_DUE
 
 pytestmark = pytest.mark.integration
 LOANS = 2_000
@@ -117,6 +117,6 @@ def test_two_thousand_loans_the_cards_and_the_books_agree(saga: Saga) -> None:
 
 
 def _nothing() -> Any:
-    from streams.channels.simulator import AccountTruth
+    from streams.dev.channels.simulator import AccountTruth
 
     return AccountTruth()

@@ -23,15 +23,15 @@ from pydantic import SecretStr
 
 from streams.acls import COMPONENTS, bindings
 from streams.client import LedgerClient
+from streams.dev.localkafka import LocalBroker, SecureListener, free_port
 from streams.errors import LedgerError
-from streams.localkafka import LocalBroker, SecureListener, free_port
 from streams.logread import read_log
 from streams.settings import LedgerSettings
 from streams.topics import ensure_topics
 from tests.integration.kafka_helpers import unique
 from tests.integration.pipeline import Pipeline
 from tests.integration.tls import make_server_tls
-from tests.unit.builders import close_day, open_loan
+from tests.support.builders import close_day, open_loan
 
 pytestmark = pytest.mark.integration
 
@@ -112,38 +112,6 @@ def test_every_component_works_over_sasl_ssl_with_only_its_acls(
         balances = list(read_log(secured.settings("analyst"), "ledger.balances"))
         assert any(record.key == b"loan:S1:principal" for record in balances)
         _wait_for_stable_group(secured, f"{secured.settings('gateway').group_id}-gateway")
-        assert all(process.poll() is None for process in plain.workers.values())
-    finally:
-        plain.stop()
-    logs = "".join(path.read_text(errors="replace") for path in tmp_path.glob("*.log"))
-    assert not [c for c, password in secured.passwords.items() if password in logs]
-
-
-def test_the_faust_worker_works_over_sasl_ssl_with_only_its_acls(
-    secured: SecuredKafka, tmp_path: Path
-) -> None:
-    """The other engine's clients (aiokafka under faust) with the same settings, and the faust
-    worker's ACLs: its group, its transactional ids and its changelogs (created by the operator)."""
-    faust_worker = secured.settings("worker").model_copy(update={"engine": "faust"})
-    admin = AdminClient(
-        LedgerSettings(bootstrap_servers=secured.broker.bootstrap).confluent_config()
-    )
-    for future in admin.create_acls(bindings(faust_worker, "worker", "User:worker")).values():
-        future.result(timeout=30)
-    plain = Pipeline(
-        secured.broker.bootstrap,
-        "exactly_once",  # its transactional ids, too
-        tmp_path,
-        partitions=2,
-        prefix=secured.prefix,
-        engine="faust",
-    )
-    try:
-        plain.start_worker("faust-worker", **secured.environment("worker"))
-        commands = [open_loan("open-f1", "F1"), close_day(open_loan().first_due_date, loan_id="F1")]
-        with LedgerClient(secured.settings("client")) as client:
-            outcomes = [client.send_and_wait(command, timeout_s=180) for command in commands]
-        assert [o.status.value for o in outcomes] == ["accepted", "accepted"]
         assert all(process.poll() is None for process in plain.workers.values())
     finally:
         plain.stop()

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -76,36 +73,6 @@ def test_aiokafka_transaction_commit_is_seen_and_abort_is_not(kafka_bootstrap: s
     asyncio.run(produce())
     values = [m.value() for m in read_all(kafka_bootstrap, topic, expected=1)]
     assert values == [b"committed"]
-
-
-@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
-def test_faust_app_with_a_table_counts_records_end_to_end(
-    kafka_bootstrap: str, guarantee: str
-) -> None:
-    source, sink = unique("smoke.faust.in"), unique("smoke.faust.out")
-    create_topics(kafka_bootstrap, source, sink)
-    environment = os.environ | {
-        "SMOKE_BOOTSTRAP": kafka_bootstrap,
-        "SMOKE_SOURCE": source,
-        "SMOKE_SINK": sink,
-        "SMOKE_GUARANTEE": guarantee,
-    }
-    command = [sys.executable, "-m", "tests.integration.faust_smoke_app", "worker", "-l", "warn"]
-    worker = subprocess.Popen(command, env=environment)
-    try:
-        producer = Producer({"bootstrap.servers": kafka_bootstrap})
-        for index in range(30):
-            producer.produce(source, key=f"key-{index % 3}".encode(), value=b"x")
-        producer.flush(30)
-
-        records = read_all(kafka_bootstrap, sink, expected=30, timeout_s=90)
-    finally:
-        worker.terminate()
-        worker.wait(timeout=60)
-
-    last_count = {m.key(): m.value() for m in records}
-    assert len(records) == 30
-    assert last_count == {b"key-0": b"10", b"key-1": b"10", b"key-2": b"10"}
 
 
 def test_a_checkers_read_is_the_whole_committed_topic_never_a_prefix(kafka_bootstrap: str) -> None:

@@ -35,8 +35,8 @@ from schemas.events import (
     RefundStarted,
     RefundSucceeded,
 )
-from tests.unit.builders import LOAN, close_day, history, open_loan, posting, request, when
-from tests.unit.builders import success as success_command
+from tests.support.builders import LOAN, close_day, history, open_loan, posting, request, when
+from tests.support.builders import success as success_command
 
 DAY1, DAY2 = date(2026, 2, 1), date(2026, 2, 2)
 OPENED_AT = datetime(2026, 1, 15, 9, 0, tzinfo=UTC)

@@ -8,7 +8,7 @@ import multiprocessing
 import orjson
 from confluent_kafka import Message
 
-from streams.bench.visibility import Counters, Seen
+from streams.dev.bench.visibility import Counters, Seen
 
 
 def balance(as_of: str) -> Message:

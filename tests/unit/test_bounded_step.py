@@ -9,12 +9,12 @@ import subprocess
 import sys
 import time
 
-from streams.batched.loop import STUCK_EXIT_CODE
+from streams.worker.deadline import STUCK_EXIT_CODE
 
 
 def _run(body: str) -> tuple[int, float]:
     started = time.monotonic()
-    program = f"import time\nfrom streams.batched.loop import bounded\n{body}\n"
+    program = f"import time\nfrom streams.worker.deadline import bounded\n{body}\n"
     done = subprocess.run([sys.executable, "-c", program], timeout=60, capture_output=True)
     return done.returncode, time.monotonic() - started
 

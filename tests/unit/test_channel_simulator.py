@@ -9,27 +9,29 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from streams.channels.config import (
-    ChannelBehaviour,
-    SimulatorConfig,
-    default_config,
-    load_config,
-)
-from streams.channels.simulator import (
-    AccountTruth,
+from schemas.channel import (
     DebitAnswer,
     DebitFailed,
     DebitNotFound,
     DebitProcessing,
     DebitRequest,
     DebitSucceeded,
+    RefundRequest,
+    StatementLine,
+)
+from streams.dev.channels.config import (
+    ChannelBehaviour,
+    SimulatorConfig,
+    default_config,
+    load_config,
+)
+from streams.dev.channels.simulator import (
+    AccountTruth,
     Fate,
     GroundTruth,
     OrderTruth,
-    RefundRequest,
     Reply,
     Simulator,
-    StatementLine,
     UnknownChannelError,
     pick_fate,
 )

@@ -66,7 +66,7 @@ from schemas.events import (
     RefundStarted,
 )
 from schemas.outcomes import OutcomeStatus
-from tests.unit.builders import (
+from tests.support.builders import (
     FIRST_DUE,
     LOAN,
     at,
@@ -566,7 +566,7 @@ class Exchange:
 
 
 def drive(work: DebitWork, answers: Sequence[Answer], now: datetime = NOW) -> list[Exchange]:
-    """The loop of `streams.gateway`: a query first; SUBMIT -> `after_submit`, POLL ->
+    """The loop of `streams.gateway.service`: a query first; SUBMIT -> `after_submit`, POLL ->
     `after_query`; until DONE or the answers run out."""
     exchanges: list[Exchange] = []
     then = Then.POLL

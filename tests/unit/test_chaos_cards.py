@@ -5,8 +5,8 @@ the next due date's debit of [1, 2] paid."""
 
 from typing import Any
 
-from streams.channels.simulator import GroundTruth, OrderTruth
-from tests.integration.chaos import installments_overcharged
+from streams.dev.channels.simulator import GroundTruth, OrderTruth
+from tests.support.chaos import installments_overcharged
 
 ROW = {"principal_minor": 900, "interest_minor": 100, "fee_minor": 0}
 OPENED = {

@@ -3,7 +3,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.integration.chaos import coordinator_partition, java_string_hash
+from tests.support.chaos import coordinator_partition, java_string_hash
 
 
 def test_the_hash_is_javas_string_hash_code() -> None:

@@ -28,7 +28,7 @@ from schemas.events import (
     RefundStarted,
 )
 from schemas.outcomes import OutcomeStatus, RejectionReason
-from tests.unit.builders import (
+from tests.support.builders import (
     ALPHA_CLEARING,
     FEE,
     FIRST_DUE,

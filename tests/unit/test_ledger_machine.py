@@ -63,7 +63,7 @@ from schemas.events import (
     encode_event,
 )
 from schemas.outcomes import Outcome, OutcomeStatus, RejectionReason
-from tests.unit.builders import (
+from tests.support.builders import (
     FIRST_DUE,
     LOAN,
     T0,

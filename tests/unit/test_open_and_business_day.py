@@ -20,7 +20,7 @@ from schemas.events import (
     LoanOpened,
 )
 from schemas.outcomes import OutcomeStatus, RejectionReason
-from tests.unit.builders import (
+from tests.support.builders import (
     BANK,
     FEE,
     FIRST_DUE,

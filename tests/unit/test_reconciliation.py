@@ -24,7 +24,7 @@ from schemas.events import (
     RefundSucceeded,
 )
 from schemas.outcomes import OutcomeStatus, RejectionReason
-from tests.unit.builders import (
+from tests.support.builders import (
     ALPHA_CLEARING,
     FEE,
     FIRST_DUE,

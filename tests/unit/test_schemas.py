@@ -40,7 +40,7 @@ from schemas.events import Event, encode_event, parse_event
 from schemas.generate import OUTPUT, render
 from schemas.outcomes import Outcome
 from schemas.topics import ALL_TOPICS, CleanupPolicy
-from tests.unit.builders import (
+from tests.support.builders import (
     LOAN,
     at,
     close_day,

@@ -26,7 +26,7 @@ from schemas.commands import (
     StatementFinding,
 )
 from schemas.outcomes import OutcomeStatus
-from tests.unit.builders import (
+from tests.support.builders import (
     FIRST_DUE,
     LOAN,
     after,

@@ -20,7 +20,7 @@ from ledger.timeline import (
 from schemas.commands import Command, Source
 from schemas.events import Event
 from schemas.outcomes import OutcomeStatus
-from tests.unit.builders import (
+from tests.support.builders import (
     LOAN,
     close_day,
     discrepancy,

@@ -1,1 +1,0 @@
-"""Benchmarks: programs that print figures (`python -m streams.bench`, BENCHMARKS.md)."""

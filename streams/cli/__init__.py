@@ -1,0 +1,1 @@
+"""The `ledger` command line: the shell around the pure core and the processes (`main.py`)."""

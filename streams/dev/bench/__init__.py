@@ -1,0 +1,1 @@
+"""Benchmarks: programs that print figures (`python -m streams.dev.bench`, BENCHMARKS.md)."""

@@ -1,0 +1,62 @@
+"""What the decider reads: a record's command, or why the record holds none (dead-lettered)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from schemas.commands import Command, parse_command
+from schemas.outcomes import Outcome, RejectionReason, rejected
+
+
+@dataclass(frozen=True)
+class NotACommand:
+    """Why a record is dead-lettered, and the ids to answer `invalid_command` to, if readable."""
+
+    error: str
+    answer_to: tuple[str, str] | None  # (command_id, loan_id)
+
+
+def read_command(key: bytes | None, value: bytes | None, max_bytes: int) -> Command | NotACommand:
+    """The command a record holds, or why it holds none."""
+    value = value or b""
+    if len(value) > max_bytes:
+        return NotACommand(f"oversize: {len(value)} bytes > {max_bytes}", None)
+    try:
+        command = parse_command(value)
+    except ValidationError as error:
+        return NotACommand(_describe(error), _readable_ids(value))
+    if key != command.loan_id.encode():
+        return NotACommand("misrouted: the record key must be the loan_id", _readable_ids(value))
+    return command
+
+
+def invalid_outcome(answer_to: tuple[str, str]) -> Outcome:
+    return rejected(answer_to[0], answer_to[1], RejectionReason.INVALID_COMMAND)
+
+
+def _readable_ids(value: bytes) -> tuple[str, str] | None:
+    """command_id and loan_id, if the bytes are a JSON object holding both as short strings."""
+    try:
+        document = json.loads(value)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(document, dict):
+        return None
+    command_id, loan_id = document.get("command_id"), document.get("loan_id")
+    if (
+        isinstance(command_id, str)
+        and isinstance(loan_id, str)
+        and len(command_id) <= 64
+        and len(loan_id) <= 64
+    ):
+        return command_id, loan_id
+    return None
+
+
+def _describe(error: ValidationError) -> str:
+    first = error.errors()[0]
+    location = ".".join(str(part) for part in first["loc"])
+    return f"invalid: {location}: {first['msg']} ({error.error_count()} errors)"

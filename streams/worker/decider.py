@@ -1,0 +1,154 @@
+"""The decider as a batch stage: commands -> `decide` -> events and one outcome each.
+
+Loan states live in memory and are rebuilt from `ledger.events` when partitions are assigned:
+the log is the state. Every event carries, in a header, the offset of the command it came from,
+so a rebuild under at_least_once leaves out what commands past the committed offset produced:
+those commands are delivered again and re-decided, from the same state, into the same bytes.
+
+A rebuild folds each loan's events by the seq rule (`ledger.sequence`): repeats are skipped, and
+a gap or an unreadable event quarantines that loan. The commands of a quarantined loan are
+refused (`loan_quarantined`) until a rebuild finds its log whole; every other loan goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from confluent_kafka import Message
+from pydantic import ValidationError
+
+from ledger import Policy, decide, initial_state
+from ledger.decide import Decision
+from ledger.sequence import LoanLog, Quarantine
+from schemas.commands import Command
+from schemas.events import encode_event, parse_event
+from schemas.outcomes import Outcome, RejectionReason, rejected
+from schemas.topics import DLQ, EVENTS, OUTCOMES
+from streams.dlq import dead_letter_headers
+from streams.logread import LogReader
+from streams.metrics import Metrics
+from streams.settings import LedgerSettings
+from streams.worker.commands import NotACommand, invalid_outcome, read_command
+from streams.worker.loop import Output
+
+log = logging.getLogger(__name__)
+COMMAND_OFFSET = "ledger-command-offset"
+
+
+@dataclass
+class BatchDecider:
+    settings: LedgerSettings
+    policy: Policy
+    metrics: Metrics
+    input_topic: str = ""
+    partitions: dict[int, LoanLog] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.input_topic = self.settings.topic("ledger.commands")
+        self._events = self.settings.topic(EVENTS.name)
+        self._outcomes = self.settings.topic(OUTCOMES.name)
+        self._dlq = self.settings.topic(DLQ.name)
+
+    def rebuild(self, committed: dict[int, int]) -> None:
+        for partition, offset in committed.items():
+            self.partitions[partition] = self._fold_events(partition, offset)
+
+    def forget(self, partitions: list[int]) -> None:
+        for partition in partitions:
+            self.partitions.pop(partition, None)
+
+    def handle(self, batch: list[Message]) -> list[Output]:
+        outputs: list[Output] = []
+        for message in batch:
+            outputs.extend(self._decide(message))
+        return outputs
+
+    def _decide(self, message: Message) -> list[Output]:
+        partition, offset = message.partition() or 0, message.offset() or 0
+        command = read_command(message.key(), message.value(), self.settings.max_message_bytes)
+        if isinstance(command, NotACommand):
+            return self._refuse(message, command)
+        loans = self.partitions[partition]
+        if command.loan_id in loans.quarantined:
+            return [self._outcome(partition, command, quarantined_outcome(command))]
+        state = loans.states.get(command.loan_id) or initial_state(command.loan_id)
+        decision = decide(state, command, self.policy)
+        loans.states[command.loan_id] = decision.state
+        self._count(command, decision)
+        key = command.loan_id.encode()
+        headers: list[tuple[str, str | bytes | None]] = [(COMMAND_OFFSET, str(offset).encode())]
+        outputs = [
+            Output(self._events, partition, key, encode_event(event), headers)
+            for event in decision.events
+        ]
+        return [*outputs, self._outcome(partition, command, decision.outcome)]
+
+    def _outcome(self, partition: int, command: Command, outcome: Outcome) -> Output:
+        value = outcome.model_dump_json().encode()
+        return Output(self._outcomes, partition, command.loan_id.encode(), value)
+
+    def _count(self, command: Command, decision: Decision) -> None:
+        self.metrics.commands.labels(type=command.type).inc()
+        outcome = decision.outcome
+        reason = str(outcome.reason or "")
+        self.metrics.outcomes.labels(status=outcome.status.value, reason=reason).inc()
+        for event in decision.events:
+            self.metrics.events.labels(type=event.type).inc()
+
+    def _refuse(self, message: Message, why: NotACommand) -> list[Output]:
+        partition, offset = message.partition() or 0, message.offset() or 0
+        headers = dead_letter_headers(why.error, self.input_topic, partition, offset)
+        self.metrics.dead_letters.labels(source="commands", error=why.error.split(":")[0]).inc()
+        outputs = [Output(self._dlq, partition, message.key(), message.value() or b"", headers)]
+        if why.answer_to is not None:
+            outcome = invalid_outcome(why.answer_to).model_dump_json().encode()
+            outputs.append(Output(self._outcomes, partition, why.answer_to[1].encode(), outcome))
+            self.metrics.outcomes.labels(status="rejected", reason="invalid_command").inc()
+        return outputs
+
+    def _fold_events(self, partition: int, committed: int) -> LoanLog:
+        """Every loan of the partition as the events of commands below `committed` left it."""
+        loans = LoanLog()
+        with LogReader(
+            self.settings, EVENTS.name, partitions=[partition], whole_transactions=True
+        ) as reader:
+            for batch in reader.batches():
+                for message in batch:
+                    if _command_offset(message) < committed:  # else its command comes again
+                        _fold_one(loans, message)
+        for quarantine in loans.quarantined.values():
+            self._alert(partition, quarantine)
+        return loans
+
+    def _alert(self, partition: int, quarantine: Quarantine) -> None:
+        why = "unreadable" if quarantine.found_seq is None else "gap"
+        self.metrics.quarantined.labels(stage="decider", why=why).inc()
+        log.error(
+            "ALERT loan quarantined (commands partition %d): %s; its commands are refused as "
+            "loan_quarantined until its log is repaired (docs/operating.md, 'Quarantined "
+            "loans'). Inspect it with `ledger history %s`.",
+            partition, quarantine.describe(), quarantine.loan_id,
+        )  # fmt: skip
+
+
+def _fold_one(loans: LoanLog, message: Message) -> None:
+    try:
+        event = parse_event(message.value() or b"")
+    except ValidationError:
+        loans.unreadable((message.key() or b"").decode(errors="replace"))
+        return
+    loans.fold(event)
+
+
+def quarantined_outcome(command: Command) -> Outcome:
+    return rejected(command.command_id, command.loan_id, RejectionReason.LOAN_QUARANTINED)
+
+
+def _command_offset(message: Message) -> int:
+    """The offset of the command an event came from; -1 (decided before any commit) for events
+    written without the header, by the retired faust engine."""
+    for header in message.headers() or ():
+        if header[0] == COMMAND_OFFSET and header[1] is not None:
+            return int(header[1])
+    return -1

@@ -1,0 +1,325 @@
+"""One consume -> handle -> produce -> commit loop on confluent-kafka, a batch at a time.
+
+Each batch's outputs and its input offsets are committed together: in one Kafka transaction
+under exactly_once (KIP-447: the offsets carry the consumer group's generation, so a zombie that
+lost its partitions cannot commit), or, under at_least_once, by waiting for every output's ack
+before committing the offsets. A stage keeps its state in memory and rebuilds it from the log
+whenever it is given partitions (`Stage.rebuild`), so a failed batch is undone by forgetting the
+state and rebuilding it from what was committed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from confluent_kafka import (
+    OFFSET_INVALID,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+
+from streams.errors import LedgerError
+from streams.settings import LedgerSettings
+from streams.worker.deadline import bounded
+
+log = logging.getLogger(__name__)
+
+BATCH = 5_000
+STATS_INTERVAL_MS = 5_000
+POLL_S = 0.02
+TXN_TIMEOUT_S = 30.0
+# A transaction left open by a process that died blocks read_committed readers until the broker
+# aborts it: keep that short. The next incarnation (same transactional id) aborts it at once.
+TRANSACTION_TIMEOUT_MS = 10_000
+# How long a transaction step is retried through a retriable error (a whole-cluster restart
+# takes about a minute here) before the process gives up and its supervisor restarts it.
+RETRIABLE_FOR_S = 180.0
+# librdkafka#5456 and #5511: send_offsets_to_transaction can block for ever, past its own
+# timeout, once the group coordinator it cached was decommissioned (a broker killed and
+# restarted; seen in the chaos run on 2.16.0). A step that has not returned by then ends the
+# process: its supervisor restarts it, and the new incarnation's init_transactions fences this
+# one and aborts its open transaction.
+STEP_DEADLINE_S = TXN_TIMEOUT_S + 15
+# How long an assignment keeps asking for the committed offsets (a group coordinator moving
+# between brokers answers with errors for a while) before the process ends.
+COMMITTED_READ_FOR_S = 120.0
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    topic: str
+    partition: int
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, str | bytes | None]] | None = None
+
+
+class Stage(Protocol):
+    """What a loop runs: the decider or the projector."""
+
+    input_topic: str
+
+    def rebuild(self, committed: dict[int, int]) -> None:
+        """Take these partitions (partition -> committed offset of the input) from the log."""
+
+    def forget(self, partitions: list[int]) -> None:
+        """Drop the state of partitions this process no longer owns."""
+
+    def handle(self, batch: list[Message]) -> list[Output]:
+        """The outputs of a batch of input records, in order; updates the in-memory state."""
+
+
+@dataclass
+class BatchLoop:
+    settings: LedgerSettings
+    stage: Stage
+    role: str  # "decider" or "projector": names the consumer group and the transactional id
+    instance: str
+    batch: int = BATCH
+    on_batch: Callable[[int], None] = lambda _count: None
+    # (topic, partition, records behind) every STATS_INTERVAL_MS for each owned partition
+    on_lag: Callable[[str, int, int], None] = lambda _topic, _partition, _lag: None
+    # Where the loop's consumer comes from: a test injects a broker's wrong answer here.
+    make_consumer: Callable[[dict[str, Any]], Consumer] = Consumer
+    _assigned: set[int] = field(default_factory=set)
+    _delivery_errors: list[KafkaError] = field(default_factory=list)
+
+    @property
+    def transactional(self) -> bool:
+        return self.settings.processing_guarantee == "exactly_once"
+
+    def run(self, stop: threading.Event) -> None:
+        consumer = self.make_consumer(self._consumer_config())
+        producer = Producer(self._producer_config())
+        if self.transactional:
+            producer.init_transactions(TXN_TIMEOUT_S)  # aborts what an earlier incarnation left
+        consumer.subscribe(
+            [self.stage.input_topic],
+            on_assign=lambda c, tps: self._on_assign(c, tps),
+            on_revoke=lambda _c, tps: self._on_revoke(tps),
+            on_lost=lambda _c, tps: self._on_revoke(tps),
+        )
+        try:
+            while not stop.is_set():
+                batch = self._owned(consumer.consume(self.batch, timeout=POLL_S))
+                if batch:
+                    self._process(consumer, producer, batch)
+                    self.on_batch(len(batch))
+        finally:
+            consumer.close()
+            producer.flush(TXN_TIMEOUT_S)
+
+    def _process(self, consumer: Consumer, producer: Producer, batch: list[Message]) -> None:
+        offsets = _next_offsets(batch)
+        if not self.transactional:
+            self._send(producer, self.stage.handle(batch))
+            self._await_acks(producer)
+            _commit(consumer, offsets)
+            return
+        producer.begin_transaction()
+        try:
+            self._send(producer, self.stage.handle(batch))
+            group = consumer.consumer_group_metadata()
+            _retrying(lambda: producer.send_offsets_to_transaction(offsets, group, TXN_TIMEOUT_S))
+            _retrying(lambda: producer.commit_transaction(TXN_TIMEOUT_S))
+        except KafkaException as error:
+            if not error.args[0].txn_requires_abort():
+                raise  # fenced, fatal or out of retries: end (the supervisor restarts us)
+            log.warning("%s: transaction aborted (%s); rewinding", self.role, error)
+            _retrying(lambda: producer.abort_transaction(TXN_TIMEOUT_S))
+            self._rewind(consumer)
+
+    def _send(self, producer: Producer, outputs: list[Output]) -> None:
+        for output in outputs:
+            while True:
+                try:
+                    producer.produce(
+                        output.topic,
+                        output.value,
+                        output.key,
+                        partition=output.partition,
+                        headers=output.headers,
+                        on_delivery=self._delivered,
+                    )
+                    break
+                except BufferError:  # the local queue is full: let librdkafka send some
+                    producer.poll(0.05)
+        producer.poll(0)
+
+    def _delivered(self, error: KafkaError | None, _message: Message) -> None:
+        if error is not None:
+            self._delivery_errors.append(error)
+
+    def _await_acks(self, producer: Producer) -> None:
+        left = producer.flush(TXN_TIMEOUT_S)
+        if left or self._delivery_errors:
+            # Never commit past a record whose outputs are not all in the log.
+            raise KafkaException(self._delivery_errors[0] if self._delivery_errors else left)
+
+    def _rewind(self, consumer: Consumer) -> None:
+        """Undo an aborted batch: the state and the positions go back to the last commit."""
+        partitions = sorted(self._assigned)
+        self.stage.forget(partitions)
+        committed = self._committed(consumer, partitions)
+        self.stage.rebuild(committed)
+        for partition, offset in committed.items():
+            consumer.seek(TopicPartition(self.stage.input_topic, partition, offset))
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        numbers = [tp.partition for tp in partitions]
+        started = time.monotonic()
+        committed = self._committed(consumer, numbers)
+        self.stage.rebuild(committed)
+        # Resume exactly where the rebuild stopped: one read of the committed offsets decides
+        # both, so the state and the position can never disagree.
+        consumer.assign(
+            [TopicPartition(self.stage.input_topic, p, offset) for p, offset in committed.items()]
+        )
+        self._assigned.update(numbers)
+        log.info("%s: took partitions %s in %.1f s", self.role, numbers, time.monotonic() - started)
+
+    def _on_revoke(self, partitions: list[TopicPartition]) -> None:
+        numbers = [tp.partition for tp in partitions]
+        self._assigned.difference_update(numbers)
+        self.stage.forget(numbers)
+
+    def _committed(self, consumer: Consumer, partitions: list[int]) -> dict[int, int]:
+        """Committed offset per partition, 0 where the group never committed one."""
+        return committed_offsets(consumer, self.stage.input_topic, partitions)
+
+    def _report_lag(self, statistics: str) -> None:
+        """Records behind, from librdkafka's statistics: its `consumer_lag` (last stable offset
+        minus committed offset) where it knows the committed offset; under exactly_once the
+        offsets are committed through the producer's transaction, which the consumer does not
+        see, so there the last stable offset minus the consumer's position."""
+        topic = self.stage.input_topic
+        partitions = json.loads(statistics).get("topics", {}).get(topic, {}).get("partitions", {})
+        for number, figures in partitions.items():
+            partition = int(number)
+            if partition not in self._assigned:
+                continue
+            lag = figures.get("consumer_lag", -1)
+            stable, position = figures.get("ls_offset", -1), figures.get("app_offset", -1)
+            if lag < 0 and stable >= 0 and position >= 0:
+                lag = max(0, stable - position)
+            if lag >= 0:
+                self.on_lag(topic, partition, lag)
+
+    def _owned(self, messages: list[Message]) -> list[Message]:
+        kept = []
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.fatal():
+                    raise KafkaException(error)
+                continue  # librdkafka retries the rest on its own
+            if message.partition() in self._assigned:
+                kept.append(message)
+        return kept
+
+    def _consumer_config(self) -> dict[str, Any]:
+        return self.settings.confluent_config() | {
+            "group.id": f"{self.settings.group_id}-batched-{self.role}",  # see worker_groups
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "isolation.level": "read_committed",
+            "auto.offset.reset": "earliest",
+            "enable.partition.eof": False,
+            "max.partition.fetch.bytes": 4 * 1024 * 1024,
+            "fetch.wait.max.ms": 10,
+            "session.timeout.ms": int(self.settings.session_timeout_s * 1000),
+            "statistics.interval.ms": STATS_INTERVAL_MS,
+            "stats_cb": self._report_lag,
+        }
+
+    def _producer_config(self) -> dict[str, Any]:
+        config = self.settings.producer_config() | {"linger.ms": 2}
+        if self.transactional:
+            config |= {
+                "transactional.id": f"{self.settings.group_id}-{self.role}-{self.instance}",
+                "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
+            }
+        return config
+
+
+def committed_offsets(
+    consumer: Consumer,
+    topic: str,
+    partitions: list[int],
+    give_up_after_s: float = COMMITTED_READ_FOR_S,
+) -> dict[int, int]:
+    """The group's committed offset of each partition; 0 only where it never committed one.
+
+    A read_committed consumer's answer waits for offsets a pending transaction may still commit
+    (KIP-447). A timed-out read, or a partition answered with an error, is asked again; past
+    `give_up_after_s` it raises: a stage that took an error for "nothing committed" would rebuild
+    an empty state and decide commands against it (the exactly_once chaos failure of issue 13).
+    """
+    deadline = time.monotonic() + give_up_after_s
+    asked = [TopicPartition(topic, p) for p in partitions]
+    while True:
+        try:
+            found = consumer.committed(asked, timeout=TXN_TIMEOUT_S)
+            errors = [tp for tp in found if tp.error is not None]
+            if not errors:
+                return {tp.partition: _committed_or_start(tp.offset) for tp in found}
+            problem: object = errors[0].error
+        except KafkaException as error:
+            problem = error
+        if time.monotonic() > deadline:
+            raise LedgerError(f"cannot read the committed offsets of {topic}: {problem}")
+        log.warning("reading the committed offsets of %s failed, retrying: %s", topic, problem)
+        time.sleep(0.5)
+
+
+def _committed_or_start(offset: int) -> int:
+    """A committed offset, or 0 for OFFSET_INVALID (the group never committed this partition:
+    start from the beginning). Any other logical offset is not an answer we expect."""
+    if offset >= 0:
+        return offset
+    if offset == OFFSET_INVALID:
+        return 0
+    raise LedgerError(f"unexpected committed offset {offset}")
+
+
+def _next_offsets(batch: list[Message]) -> list[TopicPartition]:
+    """The offset to commit per partition: one past the last record of the batch."""
+    last: dict[tuple[str, int], int] = {}
+    for message in batch:
+        last[(message.topic() or "", message.partition() or 0)] = message.offset() or 0
+    return [TopicPartition(topic, p, offset + 1) for (topic, p), offset in last.items()]
+
+
+def _retrying(call: Callable[[], None], give_up_after_s: float = RETRIABLE_FOR_S) -> None:
+    """Call a transaction step again while it fails with a retriable error. A step that times
+    out (a broker or the coordinator down) goes on in the background, and librdkafka's contract
+    is to call the same step again, not to abort (its examples/transactions.c does this)."""
+    deadline = time.monotonic() + give_up_after_s
+    while True:
+        try:
+            bounded(call, STEP_DEADLINE_S)
+            return
+        except KafkaException as error:
+            if not error.args[0].retriable() or time.monotonic() > deadline:
+                raise
+            log.warning("transaction step failed, retrying: %s", error)
+            time.sleep(0.5)
+
+
+def _commit(consumer: Consumer, offsets: list[TopicPartition]) -> None:
+    try:
+        consumer.commit(offsets=offsets, asynchronous=False)
+    except KafkaException as error:
+        # A rebalance took the partitions: the outputs are in the log, and the next owner
+        # re-decides the same records into the same bytes (the stages are deterministic).
+        log.warning("offset commit refused (%s); the next owner repeats the batch", error)

@@ -1,0 +1,1 @@
+"""Helpers that unit and integration tests share (builders, workloads, oracles, checks)."""

@@ -1,0 +1,219 @@
+"""The worker's stages on hand-built records: what a batch produces, with no broker.
+
+The loop around them (transactions, commits, rebuilds) is exercised on a real broker in
+tests/integration/test_pipeline.py.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from datetime import date
+
+from confluent_kafka import Message
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ledger.sequence import LoanLog, Quarantine, Verdict
+from schemas.commands import Command
+from schemas.events import parse_event
+from streams.metrics import Metrics
+from streams.settings import LedgerSettings
+from streams.worker.decider import COMMAND_OFFSET, BatchDecider, _command_offset, _fold_one
+from streams.worker.loop import Output, _next_offsets
+from streams.worker.projector import BatchProjector, PartitionBooks
+from tests.support.builders import close_day
+from tests.support.oracle import oracle_events
+from tests.support.workload import repayment_cycle
+
+SETTINGS = LedgerSettings(topic_prefix="u.", partitions=2)
+EVENTS, OUTCOMES, BALANCES, DLQ = (
+    SETTINGS.topic(name)
+    for name in ("ledger.events", "ledger.outcomes", "ledger.balances", "ledger.dlq")
+)
+
+
+def command_records(commands: list[Command], partition: int = 0) -> list[Message]:
+    return [
+        Message(
+            topic=SETTINGS.topic("ledger.commands"),
+            partition=partition,
+            offset=offset,
+            key=command.loan_id.encode(),
+            value=command.model_dump_json().encode(),
+        )
+        for offset, command in enumerate(commands)
+    ]
+
+
+def a_decider() -> BatchDecider:
+    decider = BatchDecider(SETTINGS, SETTINGS.policy(), Metrics())
+    decider.partitions[0] = LoanLog()  # what `rebuild` leaves for a partition with an empty log
+    return decider
+
+
+def event_records(outputs: list[Output]) -> list[Message]:
+    events = [output for output in outputs if output.topic == EVENTS]
+    return [
+        Message(topic=EVENTS, partition=o.partition, offset=n, key=o.key, value=o.value)
+        for n, o in enumerate(events)
+    ]
+
+
+def test_a_batch_of_commands_gives_the_oracles_events_and_one_outcome_each() -> None:
+    commands = repayment_cycle(loans=30, seed=3)
+
+    outputs = a_decider().handle(command_records(commands))
+
+    events = {
+        (parse_event(o.value).loan_id, parse_event(o.value).seq): o.value
+        for o in outputs
+        if o.topic == EVENTS
+    }
+    assert events == oracle_events(commands)
+    answered = Counter(json.loads(o.value)["command_id"] for o in outputs if o.topic == OUTCOMES)
+    assert answered == Counter(command.command_id for command in commands)
+
+
+def test_every_event_names_the_offset_of_its_command() -> None:
+    commands = repayment_cycle(loans=3, seed=1)
+    records = command_records(commands)
+
+    outputs = a_decider().handle(records)
+
+    by_command = {command.command_id: offset for offset, command in enumerate(commands)}
+    for output in outputs:
+        if output.topic == EVENTS:
+            event = parse_event(output.value)
+            assert output.headers == [
+                (COMMAND_OFFSET, str(by_command[event.causation_id]).encode())
+            ]
+
+
+def test_records_that_are_not_commands_are_dead_lettered_and_answered_when_possible() -> None:
+    unreadable = Message(topic="c", partition=0, offset=0, key=b"L1", value=b"\xff not json")
+    readable = Message(
+        topic="c", partition=0, offset=1, key=b"L1",
+        value=b'{"command_id": "c1", "loan_id": "L1", "type": "Nonsense"}',
+    )  # fmt: skip
+
+    outputs = a_decider().handle([unreadable, readable])
+
+    assert [o.topic for o in outputs] == [DLQ, DLQ, OUTCOMES]
+    assert json.loads(outputs[2].value)["reason"] == "invalid_command"
+    assert dict(outputs[0].headers or [])["source_offset"] == b"0"
+
+
+def test_events_without_the_command_offset_header_count_as_decided_before_any_commit() -> None:
+    """Events the retired faust engine wrote carry no header: a rebuild keeps them."""
+    plain = Message(topic=EVENTS, partition=0, offset=0, value=b"{}")
+    marked = Message(
+        topic=EVENTS, partition=0, offset=1, value=b"{}", headers=[(COMMAND_OFFSET, b"41")]
+    )
+
+    assert (_command_offset(plain), _command_offset(marked)) == (-1, 41)
+
+
+def test_a_batch_publishes_each_touched_balance_once_at_its_final_value() -> None:
+    outputs = a_decider().handle(command_records(repayment_cycle(loans=10, seed=5)))
+    projector = BatchProjector(SETTINGS, Metrics())
+    projector.books[0] = PartitionBooks()
+
+    published = projector.handle(event_records(outputs))
+
+    keys = [o.key for o in published if o.topic == BALANCES]
+    assert len(keys) == len(set(keys))
+    totals = {o.key: json.loads(o.value)["balance_minor"] for o in published}
+    assert totals == {
+        key.encode(): value for key, (value, _c) in projector.books[0].balances.items()
+    }
+    assert sum(totals.values()) == 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=40), min_size=1, max_size=80))
+def test_books_apply_each_seq_once_in_order_whatever_the_repeats(picks: list[int]) -> None:
+    """Events delivered with repeats (at_least_once redeliveries) fold like the log without
+    them: the balances are the same, and they sum to 0."""
+    outputs = a_decider().handle(command_records(repayment_cycle(loans=4, seed=9)))
+    events = [parse_event(o.value) for o in outputs if o.topic == EVENTS]
+    once, repeated = PartitionBooks(), PartitionBooks()
+    for event in events:
+        once.apply(event, 0)
+    # Replay a prefix with repeats drawn from what came before, then the rest.
+    delivered = []
+    for position, event in enumerate(events):
+        delivered.append(event)
+        if picks and picks[position % len(picks)] <= position:
+            delivered.append(events[picks[position % len(picks)]])
+    for event in delivered:
+        repeated.apply(event, 0)
+
+    assert repeated.balances == once.balances
+    assert sum(balance for balance, _c in once.balances.values()) == 0
+
+
+def test_a_missing_seq_quarantines_the_loan_in_the_projector() -> None:
+    outputs = a_decider().handle(command_records(repayment_cycle(loans=1, seed=2)))
+    events = [parse_event(o.value) for o in outputs if o.topic == EVENTS]
+    assert len(events) >= 3
+    books = PartitionBooks()
+
+    assert books.apply(events[0], 0)[0] is Verdict.NEXT
+    assert books.apply(events[2], 0) == (Verdict.GAP, [])
+    assert books.apply(events[1], 0) == (Verdict.QUARANTINED, [])
+    assert books.seqs.quarantined[events[0].loan_id] == Quarantine(events[0].loan_id, 2, 3)
+
+
+def test_the_commit_position_is_one_past_each_partitions_last_record() -> None:
+    records = [
+        Message(topic="t", partition=p, offset=o, value=b"")
+        for p, o in ((0, 5), (1, 9), (0, 6), (1, 10), (0, 7))
+    ]
+
+    assert {(tp.partition, tp.offset) for tp in _next_offsets(records)} == {(0, 8), (1, 11)}
+
+
+def rebuilt_decider(event_outputs: list[Output]) -> BatchDecider:
+    """A decider whose partition 0 was rebuilt from these event records (as `rebuild` folds
+    them, minus the broker)."""
+    decider = a_decider()
+    for message in event_records(event_outputs):
+        _fold_one(decider.partitions[0], message)
+    return decider
+
+
+def test_a_gap_in_the_log_quarantines_that_loan_and_no_other() -> None:
+    """Loan A's log lacks its seq 2; loan B's is whole. A's commands are refused as
+    loan_quarantined (no event written), B's are decided as usual."""
+    commands = repayment_cycle(loans=2, seed=4)
+    outputs = a_decider().handle(command_records(commands))
+    loans = sorted({c.loan_id for c in commands})
+    events = [o for o in outputs if o.topic == EVENTS]
+    holed = [o for o in events if o.key != loans[0].encode() or parse_event(o.value).seq != 2]
+    decider = rebuilt_decider(holed)
+    assert decider.partitions[0].quarantined[loans[0]] == Quarantine(loans[0], 2, 3)
+
+    later: list[Command] = [close_day(date(2027, 6, 1), loan_id=loan) for loan in loans]
+    answers = decider.handle(command_records(later))
+
+    reasons = {
+        json.loads(o.value)["loan_id"]: json.loads(o.value)["reason"]
+        for o in answers
+        if o.topic == OUTCOMES
+    }
+    assert reasons[loans[0]] == "loan_quarantined"
+    assert reasons[loans[1]] != "loan_quarantined"
+    assert not [o for o in answers if o.topic == EVENTS and o.key == loans[0].encode()]
+    assert [o for o in answers if o.topic == EVENTS and o.key == loans[1].encode()]
+
+
+def test_an_unreadable_event_quarantines_the_loan_of_its_key_and_repeats_are_skipped() -> None:
+    commands = repayment_cycle(loans=1, seed=6)
+    events = [o for o in a_decider().handle(command_records(commands)) if o.topic == EVENTS]
+    garbled = Output(EVENTS, 0, events[0].key, b"\x00 not an event")
+    decider = rebuilt_decider([*events, events[0], events[1]])
+    assert decider.partitions[0].quarantined == {}
+    assert rebuilt_decider([events[0], garbled, *events[1:]]).partitions[0].quarantined == {
+        commands[0].loan_id: Quarantine(commands[0].loan_id, 2, None)
+    }
