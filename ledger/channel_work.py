@@ -16,7 +16,7 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from ledger.sequence import Quarantine, SeqTracker, Verdict
+from ledger.sequence import SeqTracker, Verdict
 from schemas.commands import (
     ChannelAnswer,
     FlagStuckAttempt,
@@ -118,21 +118,17 @@ class OpenWork:
         # Starts written before events carried currency and business date: no channel call can
         # be made from them; the shell reports them for an operator.
         self.unusable: list[str] = []
-        # The seq rule (ledger.sequence), from the middle of the log. A decider that lost its
-        # partitions but not yet its process (a frozen worker under at_least_once) writes
+        # The seq rule's repeat half (ledger.sequence): the gateway starts mid-log and folds
+        # only the events that open or move work, so it cannot see a gap. A decider that lost
+        # its partitions but not yet its process (a frozen worker under at_least_once) writes
         # byte-identical repeats of older events after newer ones: a repeated start read after
         # its attempt closed reopened it, and the gateway then reported a success the ledger had
         # long posted, for ever (chaos run, 2026-12-02: 49 attempts).
-        self.seqs = SeqTracker(mid_log=True)
-
-    @property
-    def quarantined(self) -> dict[str, Quarantine]:
-        """Loans whose log skipped a seq: their work is no longer moved on (an alert)."""
-        return self.seqs.quarantined
+        self.seqs = SeqTracker(partial=True)
 
     def apply(self, event: Event, offset: int, timestamp_ms: int) -> str | None:
         """Fold one event; the key of the work it opened or moved on, or None (also for a
-        repeat, and for any event of a quarantined loan)."""
+        repeat)."""
         if self.seqs.admit(event.loan_id, event.seq) is not Verdict.NEXT:
             return None
         match event:

@@ -8,10 +8,11 @@ the loan is quarantined, and stays so for this reader until it is rebuilt from a
 the gap. Unreadable bytes under a loan's key quarantine that loan the same way. The partition
 and every other loan go on.
 
-A reader that starts mid-log (the gateway resumes at its oldest open work) takes the first seq it
-meets of each loan as it comes: `SeqTracker(mid_log=True)`. `ledger replay` applies the repeat
-half of the rule only: its fast path never decodes an event without postings (most of the log),
-so it cannot see every seq; `ledger replay --verify` compares it with the projector, which does.
+A reader that does not see every event of a loan cannot tell a gap from an event it skipped,
+so it applies the repeat half of the rule only: `SeqTracker(partial=True)`. The gateway is one (it
+resumes mid-log, at its oldest open work, and folds only the events that open or move work), and
+so is `ledger replay` (its fast path never decodes an event without postings, most of the log;
+`ledger replay --verify` compares it with the projector, which sees every event).
 """
 
 from __future__ import annotations
@@ -51,16 +52,16 @@ class SeqTracker:
 
     applied: dict[str, int] = field(default_factory=dict)
     quarantined: dict[str, Quarantine] = field(default_factory=dict)
-    mid_log: bool = False  # the read began past the log's start: a loan's first seq is taken
+    partial: bool = False  # the reader sees only some of each loan's events: no gap is known
 
     def admit(self, loan_id: str, seq: int) -> Verdict:
         """The verdict on the loan's next event read; records NEXT and GAP."""
         if loan_id in self.quarantined:
             return Verdict.QUARANTINED
-        last = self.applied.get(loan_id, seq - 1 if self.mid_log else 0)
+        last = self.applied.get(loan_id, 0)
         if seq <= last:
             return Verdict.REPEAT
-        if seq > last + 1:
+        if seq > last + 1 and not self.partial:
             self.quarantined[loan_id] = Quarantine(loan_id, last + 1, seq)
             return Verdict.GAP
         self.applied[loan_id] = seq

@@ -31,8 +31,6 @@ class LedgerSettings(BaseSettings):
         default_factory=socket.gethostname,
         description="names this worker's transactional ids: unique per worker process",
     )
-    # Read-committed readers see nothing before a commit, so this bounds how stale balances get.
-    commit_interval_s: float = Field(default=0.25, gt=0, le=60)
     max_message_bytes: int = Field(
         default=64 * 1024, ge=1024, description="larger commands are dead-lettered"
     )

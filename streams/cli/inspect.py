@@ -229,7 +229,7 @@ def _timeline(title: str, rows: list[list[str]]) -> None:
 # ---- replay --------------------------------------------------------------------------------------
 
 
-class CutType(click.ParamType):
+class CutType(click.ParamType[Cut, Any]):
     name = "TIME|P:O,..."
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Cut:

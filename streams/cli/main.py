@@ -3,25 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 from pydantic import ValidationError
 
 from streams.errors import LedgerError
 from streams.settings import LedgerSettings
-
-
-class ExitError(click.ClickException):
-    """A LedgerError as the command line shows it: its message on stderr, its exit code."""
-
-    def __init__(self, error: LedgerError) -> None:
-        super().__init__(str(error))
-        self.exit_code = error.exit_code
-        self.label = error.label
-
-    def show(self, file: Any = None) -> None:
-        click.echo(f"{self.label}{self.format_message()}", err=True)
 
 
 class LedgerGroup(click.Group):
@@ -33,9 +21,12 @@ class LedgerGroup(click.Group):
         try:
             return super().invoke(ctx)
         except LedgerError as error:
-            raise ExitError(error) from error
-        except ValidationError as error:
-            raise ExitError(LedgerError(_describe_settings(error))) from error
+            _exit(ctx, error)
+
+
+def _exit(ctx: click.Context, error: LedgerError) -> NoReturn:
+    click.echo(f"{error.label}{error}", err=True)
+    ctx.exit(error.exit_code)
 
 
 def _describe_settings(error: ValidationError) -> str:
@@ -65,7 +56,10 @@ def cli(context: click.Context, bootstrap_servers: str | None, topic_prefix: str
         "bootstrap_servers": bootstrap_servers,
         "topic_prefix": topic_prefix,
     }
-    context.obj = LedgerSettings(**{k: v for k, v in overrides.items() if v is not None})
+    try:
+        context.obj = LedgerSettings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as error:
+        raise LedgerError(_describe_settings(error)) from error
 
 
 @cli.group()

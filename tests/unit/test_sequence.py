@@ -28,6 +28,13 @@ def test_an_unreadable_record_quarantines_its_loan_once() -> None:
     assert seqs.admit("L", 2) is Verdict.QUARANTINED
 
 
+def test_a_partial_reader_skips_repeats_and_knows_no_gap() -> None:
+    seqs = SeqTracker(partial=True)
+    verdicts = [seqs.admit("L", seq) for seq in (57, 60, 58, 61)]
+    assert verdicts == [Verdict.NEXT, Verdict.NEXT, Verdict.REPEAT, Verdict.NEXT]
+    assert seqs.quarantined == {}
+
+
 @given(st.lists(st.integers(min_value=1, max_value=12), max_size=60))
 def test_what_is_applied_is_the_loans_seqs_in_order_each_once(delivered: list[int]) -> None:
     """Whatever arrives, the seqs applied are 1, 2, ... k with no repeat, k being how far the
