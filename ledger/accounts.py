@@ -1,4 +1,4 @@
-"""The chart of accounts of DESIGN section 6: one function or constant per account."""
+"""The chart of accounts of docs/design.md: one function or constant per account."""
 
 BANK_FUNDING = "bank:funding"
 INCOME_INTEREST = "income:interest"

@@ -1,4 +1,4 @@
-"""The deduction attempt of DESIGN section 7: request, channel answers, success, failure."""
+"""The deduction attempt of docs/design.md: request, channel answers, success, failure."""
 
 from __future__ import annotations
 

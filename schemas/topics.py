@@ -1,4 +1,4 @@
-"""The topic registry of DESIGN section 4: names, keys, value types and broker configs."""
+"""The topic registry of docs/design.md: names, keys, value types and broker configs."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Least-privilege ACLs per component (README, "Security"): what each principal may do, no more.
+"""Least-privilege ACLs per component (docs/security.md): what each principal may do, no more.
 
 `ledger acls --component C --principal User:NAME [--apply]` prints them, or creates them
 through the admin API (as a principal allowed to alter ACLs).

@@ -1,7 +1,7 @@
 """The client upstream services use: send commands with an idempotent producer, and optionally
 wait for each one's outcome.
 
-The JSON contract stays usable without it (README: "Sending commands"); this is the Python
+The JSON contract stays usable without it (docs/design.md, "The contract"); this is the Python
 convenience. Keying and partitioning match the processors (murmur2 on the loan id), so a
 command's outcome appears on the same partition number of `ledger.outcomes`.
 """

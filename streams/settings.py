@@ -7,22 +7,34 @@ import socket
 import ssl
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ledger.policy import Policy
 
 
-class LedgerSettings(BaseSettings):
-    """Built once in the shell (`LedgerSettings()`), then passed down; never a module global."""
-
-    model_config = SettingsConfigDict(env_prefix="LEDGER_", frozen=True, extra="ignore")
+class KafkaSettings(BaseModel):
+    """The cluster, the topics' names and shape, and how every client connects to it."""
 
     bootstrap_servers: str = Field(default="127.0.0.1:9092", description="Kafka bootstrap list")
     topic_prefix: str = Field(default="", description="prefix for every topic and the group id")
     app_id: str = Field(default="ledger", description="consumer group and transactional-id prefix")
     partitions: int = Field(default=8, ge=1, le=1024, description="for the co-partitioned topics")
     replication_factor: int = Field(default=1, ge=1)
+    max_message_bytes: int = Field(
+        default=64 * 1024, ge=1024, description="larger commands are dead-lettered"
+    )
+    # Security, passed to every client (confluent-kafka, and aiokafka in the gateway).
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: str | None = None
+
+
+class ProcessSettings(BaseModel):
+    """How a worker process runs: its guarantee, its identity, its limits, what it reports."""
+
     processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
     session_timeout_s: float = Field(
         default=45.0, ge=6, le=300, description="a worker silent this long leaves its group"
@@ -31,21 +43,16 @@ class LedgerSettings(BaseSettings):
         default_factory=socket.gethostname,
         description="names this worker's transactional ids: unique per worker process",
     )
-    max_message_bytes: int = Field(
-        default=64 * 1024, ge=1024, description="larger commands are dead-lettered"
-    )
     shutdown_grace_s: float = Field(
         default=20.0, gt=0, description="a graceful stop is ended after this"
     )
     metrics_port: int = Field(default=0, ge=0, le=65535, description="Prometheus port; 0 = off")
     log_level: Literal["crit", "error", "warn", "info", "debug"] = "warn"
-    # Security, passed to every client (confluent-kafka, and aiokafka in the gateway).
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
-    sasl_username: str | None = None
-    sasl_password: SecretStr | None = None
-    ssl_cafile: str | None = None
-    # The gateway and the channels (DESIGN section 7).
+
+
+class GatewaySettings(BaseModel):
+    """The payment channels and how the gateway and the reconciler call them."""
+
     channels_url: str = Field(
         default="http://127.0.0.1:8700", description="base URL of the payment channels' HTTP API"
     )
@@ -66,12 +73,25 @@ class LedgerSettings(BaseSettings):
     stuck_alert_age_s: float = Field(
         default=3600.0, gt=0, description="an attempt in flight this long raises the stuck alert"
     )
-    # Business policy (ledger.policy.Policy).
+
+
+class PolicySettings(BaseModel):
+    """The business policy the decider applies (`ledger.policy.Policy`)."""
+
     channels: tuple[str, ...] = ("alpha", "beta")
     grace_days: int = Field(default=3, ge=0)
     late_fee_bps: int = Field(default=500, ge=0)
     late_fee_min_minor: int = Field(default=1_000, ge=0)
     auto_debit: bool = True
+
+
+class LedgerSettings(KafkaSettings, ProcessSettings, GatewaySettings, PolicySettings, BaseSettings):
+    """Built once in the shell (`LedgerSettings()`), then passed down; never a module global.
+
+    Its fields are defined in the four groups above; each is read from `LEDGER_{FIELD}` (the
+    table is docs/operating.md), and keyword arguments of the same names override them."""
+
+    model_config = SettingsConfigDict(env_prefix="LEDGER_", frozen=True, extra="ignore")
 
     def topic(self, base_name: str) -> str:
         return f"{self.topic_prefix}{base_name}"

@@ -1,4 +1,4 @@
-"""Create the contract's topics (DESIGN section 4) with their configs, and check co-partitioning."""
+"""Create the contract's topics (docs/design.md) with their configs, and check co-partitioning."""
 
 from __future__ import annotations
 

@@ -252,7 +252,7 @@ def _assert_coordinators_placed_as_the_brokers_log_them(
     """The partition the faults derive a coordinator from is the one the brokers name in their
     own logs, for the worker groups and (under exactly_once) the deciders' transactional ids.
     Read from the logs: asking the brokers (`describe_consumer_groups`) aborted the test process
-    inside librdkafka even on a whole cluster (README, library bugs)."""
+    inside librdkafka even on a whole cluster (docs/library-bugs.md)."""
     wanted = {group: ("group " + group + " ", CONSUMER_OFFSETS) for group in settings.worker_groups}
     if settings.processing_guarantee == "exactly_once":
         for worker in ("w1", "w2"):

@@ -322,7 +322,7 @@ def last_refund_id(state: LoanState) -> str:
     return state.refunds[-1].refund_id
 
 
-# The chart of accounts of DESIGN section 6, spelled out for loan L1.
+# The chart of accounts of docs/design.md, spelled out for loan L1.
 PRINCIPAL = "loan:L1:principal"
 INTEREST = "loan:L1:interest"
 FEE = "loan:L1:fee"

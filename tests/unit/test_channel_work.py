@@ -1,4 +1,4 @@
-"""The gateway's pure rules (DESIGN section 7): the open work folded from the log, and the next
+"""The gateway's pure rules (docs/design.md): the open work folded from the log, and the next
 step after each channel answer.
 
 Every event comes from the pure core, and every report the rules emit is decided by it: the rules

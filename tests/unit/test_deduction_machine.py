@@ -1,4 +1,4 @@
-"""The deduction attempt of DESIGN section 7, one transition per test: given, when, then."""
+"""The deduction attempt of docs/design.md, one transition per test: given, when, then."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 A RuleBasedStateMachine sends commands to one to three loans: business days, repayment requests
 from the three doors, channel answers for any attempt ever started (late, repeated, out of order),
 statement findings, refund answers, and exact and altered re-sends. After every step the
-invariants of DESIGN sections 3, 5, 6 and 7 hold, and a simple model of the attempt state machine
+invariants of docs/design.md hold, and a simple model of the attempt state machine
 (attempt id -> status) predicts every outcome and agrees with the ledger's state.
 """
 
@@ -139,7 +139,7 @@ def clearing_flows(loan_id: str, events: Sequence[Event]) -> dict[str, int]:
 
 @dataclass
 class ModelAttempt:
-    """One attempt as DESIGN section 7 draws it."""
+    """One attempt as docs/design.md draws it."""
 
     order_id: str
     channel: str

@@ -297,7 +297,7 @@ def test_a_repeated_request_after_its_attempt_settled_is_still_a_duplicate() -> 
 
 
 def test_a_refused_request_repeated_once_the_loan_would_take_it_is_refused_alike() -> None:
-    """DESIGN section 3: a repeat returns the original outcome. Found by the chaos run: the
+    """docs/design.md: a repeat returns the original outcome. Found by the chaos run: the
     gateway re-sent an auto-debit request after a restart; refused the first time (an attempt
     was in flight), it started a new attempt the second time."""
     collection = request("agent-1", Source.COLLECTION, requested_by="agent-3")

@@ -378,7 +378,7 @@ def test_every_event_type_round_trips() -> None:
         assert_outcome_round_trips(outcome)
 
 
-# ---- (d) the topic registry is DESIGN section 4 -----------------------------------------------
+# ---- (d) the topic registry is docs/design.md -----------------------------------------------
 
 DAY_MS = 86_400_000
 
