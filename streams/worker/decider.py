@@ -27,11 +27,11 @@ from schemas.events import encode_event, parse_event
 from schemas.outcomes import Outcome, RejectionReason, rejected
 from schemas.topics import DLQ, EVENTS, OUTCOMES
 from streams.dlq import dead_letter_headers
-from streams.logread import LogReader
 from streams.metrics import Metrics
 from streams.settings import LedgerSettings
 from streams.worker.commands import NotACommand, invalid_outcome, read_command
 from streams.worker.loop import Output
+from streams.worker.restore import events_to_restore
 
 log = logging.getLogger(__name__)
 COMMAND_OFFSET = "ledger-command-offset"
@@ -111,9 +111,7 @@ class BatchDecider:
     def _fold_events(self, partition: int, committed: int) -> LoanLog:
         """Every loan of the partition as the events of commands below `committed` left it."""
         loans, read, started = LoanLog(), 0, time.monotonic()
-        with LogReader(
-            self.settings, EVENTS.name, partitions=[partition], whole_transactions=True
-        ) as reader:
+        with events_to_restore(self.settings, partition) as reader:
             for batch in reader.batches():
                 read += len(batch)
                 for message in batch:

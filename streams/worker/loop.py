@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from confluent_kafka import (
-    OFFSET_INVALID,
     Consumer,
     KafkaError,
     KafkaException,
@@ -28,9 +27,9 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from streams.errors import LedgerError
 from streams.settings import LedgerSettings
 from streams.worker.deadline import bounded
+from streams.worker.restore import committed_offsets
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +49,6 @@ RETRIABLE_FOR_S = 180.0
 # process: its supervisor restarts it, and the new incarnation's init_transactions fences this
 # one and aborts its open transaction.
 STEP_DEADLINE_S = TXN_TIMEOUT_S + 15
-# How long an assignment keeps asking for the committed offsets (a group coordinator moving
-# between brokers answers with errors for a while) before the process ends.
-COMMITTED_READ_FOR_S = 120.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,46 +246,6 @@ class BatchLoop:
                 "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
             }
         return config
-
-
-def committed_offsets(
-    consumer: Consumer,
-    topic: str,
-    partitions: list[int],
-    give_up_after_s: float = COMMITTED_READ_FOR_S,
-) -> dict[int, int]:
-    """The group's committed offset of each partition; 0 only where it never committed one.
-
-    A read_committed consumer's answer waits for offsets a pending transaction may still commit
-    (KIP-447). A timed-out read, or a partition answered with an error, is asked again; past
-    `give_up_after_s` it raises: a stage that took an error for "nothing committed" would rebuild
-    an empty state and decide commands against it (the exactly_once chaos failure of issue 13).
-    """
-    deadline = time.monotonic() + give_up_after_s
-    asked = [TopicPartition(topic, p) for p in partitions]
-    while True:
-        try:
-            found = consumer.committed(asked, timeout=TXN_TIMEOUT_S)
-            errors = [tp for tp in found if tp.error is not None]
-            if not errors:
-                return {tp.partition: _committed_or_start(tp.offset) for tp in found}
-            problem: object = errors[0].error
-        except KafkaException as error:
-            problem = error
-        if time.monotonic() > deadline:
-            raise LedgerError(f"cannot read the committed offsets of {topic}: {problem}")
-        log.warning("reading the committed offsets of %s failed, retrying: %s", topic, problem)
-        time.sleep(0.5)
-
-
-def _committed_or_start(offset: int) -> int:
-    """A committed offset, or 0 for OFFSET_INVALID (the group never committed this partition:
-    start from the beginning). Any other logical offset is not an answer we expect."""
-    if offset >= 0:
-        return offset
-    if offset == OFFSET_INVALID:
-        return 0
-    raise LedgerError(f"unexpected committed offset {offset}")
 
 
 def _next_offsets(batch: list[Message]) -> list[TopicPartition]:

@@ -22,10 +22,10 @@ from schemas.balances import BalanceRecord
 from schemas.events import Event, parse_event
 from schemas.topics import BALANCES, DLQ, EVENTS
 from streams.dlq import dead_letter_headers
-from streams.logread import LogReader
 from streams.metrics import Metrics
 from streams.settings import LedgerSettings
 from streams.worker.loop import Output
+from streams.worker.restore import events_to_restore
 
 log = logging.getLogger(__name__)
 
@@ -60,14 +60,7 @@ class BatchProjector:
     def rebuild(self, committed: dict[int, int]) -> None:
         for partition, offset in committed.items():
             books = PartitionBooks()
-            reader = LogReader(
-                self.settings,
-                EVENTS.name,
-                stops={partition: offset},
-                partitions=[partition],
-                whole_transactions=True,
-            )
-            with reader as r:
+            with events_to_restore(self.settings, partition, stop=offset) as r:
                 for batch in r.batches():
                     for message in batch:
                         self._fold(books, message)  # alerts were raised when first seen

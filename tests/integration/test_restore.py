@@ -23,7 +23,8 @@ from streams.metrics import Metrics
 from streams.settings import LedgerSettings
 from streams.topics import ensure_topics
 from streams.worker.decider import COMMAND_OFFSET, BatchDecider
-from streams.worker.loop import BatchLoop, committed_offsets
+from streams.worker.loop import BatchLoop
+from streams.worker.restore import committed_offsets
 from tests.integration.kafka_helpers import unique
 from tests.support.builders import open_loan, when
 
