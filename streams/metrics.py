@@ -47,6 +47,24 @@ class Metrics:
             ["stage", "why"],
             registry=self.registry,
         )
+        self.restores = Counter(
+            "ledger_restores_total",
+            "Restores of a stage's partitions",
+            ["stage"],
+            registry=self.registry,
+        )
+        self.restore_records = Counter(
+            "ledger_restore_records_total",
+            "Records read by restores",
+            ["stage"],
+            registry=self.registry,
+        )
+        self.restore_seconds = Gauge(
+            "ledger_last_restore_seconds",
+            "How long the stage's last restore took",
+            ["stage"],
+            registry=self.registry,
+        )
         self.lag = Gauge(
             "ledger_consumer_lag",
             "Records not yet processed",

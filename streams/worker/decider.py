@@ -51,9 +51,12 @@ class BatchDecider:
         self._outcomes = self.settings.topic(OUTCOMES.name)
         self._dlq = self.settings.topic(DLQ.name)
 
-    def rebuild(self, committed: dict[int, int]) -> None:
+    def rebuild(self, committed: dict[int, int]) -> int:
+        read = 0
         for partition, offset in committed.items():
-            self.partitions[partition] = self._fold_events(partition, offset)
+            self.partitions[partition], events = self._fold_events(partition, offset)
+            read += events
+        return read
 
     def forget(self, partitions: list[int]) -> None:
         for partition in partitions:
@@ -108,7 +111,7 @@ class BatchDecider:
             self.metrics.outcomes.labels(status="rejected", reason="invalid_command").inc()
         return outputs
 
-    def _fold_events(self, partition: int, committed: int) -> LoanLog:
+    def _fold_events(self, partition: int, committed: int) -> tuple[LoanLog, int]:
         """Every loan of the partition as the events of commands below `committed` left it."""
         loans, read, started = LoanLog(), 0, time.monotonic()
         with events_to_restore(self.settings, partition) as reader:
@@ -123,7 +126,7 @@ class BatchDecider:
         )  # fmt: skip
         for quarantine in loans.quarantined.values():
             self._alert(partition, quarantine)
-        return loans
+        return loans, read
 
     def _alert(self, partition: int, quarantine: Quarantine) -> None:
         why = "unreadable" if quarantine.found_seq is None else "gap"

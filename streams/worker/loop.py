@@ -65,8 +65,9 @@ class Stage(Protocol):
 
     input_topic: str
 
-    def rebuild(self, committed: dict[int, int]) -> None:
-        """Take these partitions (partition -> committed offset of the input) from the log."""
+    def rebuild(self, committed: dict[int, int]) -> int:
+        """Take these partitions (partition -> committed offset of the input) from the log;
+        the number of records read."""
 
     def forget(self, partitions: list[int]) -> None:
         """Drop the state of partitions this process no longer owns."""
@@ -85,6 +86,8 @@ class BatchLoop:
     on_batch: Callable[[int], None] = lambda _count: None
     # (topic, partition, records behind) every STATS_INTERVAL_MS for each owned partition
     on_lag: Callable[[str, int, int], None] = lambda _topic, _partition, _lag: None
+    # (role, seconds, records read) after every restore
+    on_restore: Callable[[str, float, int], None] = lambda _role, _seconds, _read: None
     # Where the loop's consumer comes from: a test injects a broker's wrong answer here.
     make_consumer: Callable[[dict[str, Any]], Consumer] = Consumer
     _assigned: set[int] = field(default_factory=set)
@@ -167,7 +170,7 @@ class BatchLoop:
         partitions = sorted(self._assigned)
         self.stage.forget(partitions)
         committed = self._committed(consumer, partitions)
-        self.stage.rebuild(committed)
+        self._restore(committed)
         for partition, offset in committed.items():
             consumer.seek(TopicPartition(self.stage.input_topic, partition, offset))
 
@@ -175,14 +178,23 @@ class BatchLoop:
         numbers = [tp.partition for tp in partitions]
         started = time.monotonic()
         committed = self._committed(consumer, numbers)
-        self.stage.rebuild(committed)
+        read = self._restore(committed)
         # Resume exactly where the rebuild stopped: one read of the committed offsets decides
         # both, so the state and the position can never disagree.
         consumer.assign(
             [TopicPartition(self.stage.input_topic, p, offset) for p, offset in committed.items()]
         )
         self._assigned.update(numbers)
-        log.info("%s: took partitions %s in %.1f s", self.role, numbers, time.monotonic() - started)
+        log.info(
+            "%s: took partitions %s in %.1f s (%d records read)",
+            self.role, numbers, time.monotonic() - started, read,
+        )  # fmt: skip
+
+    def _restore(self, committed: dict[int, int]) -> int:
+        started = time.monotonic()
+        read = self.stage.rebuild(committed)
+        self.on_restore(self.role, time.monotonic() - started, read)
+        return read
 
     def _on_revoke(self, partitions: list[TopicPartition]) -> None:
         numbers = [tp.partition for tp in partitions]

@@ -34,7 +34,14 @@ def run_worker(settings: LedgerSettings) -> None:
         "projector": BatchProjector(settings, metrics),
     }
     loops = [
-        BatchLoop(settings, stage, role, settings.instance_id, on_lag=_lag_gauge(metrics))
+        BatchLoop(
+            settings,
+            stage,
+            role,
+            settings.instance_id,
+            on_lag=_lag_gauge(metrics),
+            on_restore=_restore_figures(metrics),
+        )
         for role, stage in stages.items()
     ]
     threads = [
@@ -65,6 +72,15 @@ def run_worker(settings: LedgerSettings) -> None:
 def _lag_gauge(metrics: Metrics) -> Callable[[str, int, int], None]:
     def report(topic: str, partition: int, lag: int) -> None:
         metrics.lag.labels(topic=topic, partition=str(partition)).set(lag)
+
+    return report
+
+
+def _restore_figures(metrics: Metrics) -> Callable[[str, float, int], None]:
+    def report(stage: str, seconds: float, read: int) -> None:
+        metrics.restores.labels(stage=stage).inc()
+        metrics.restore_records.labels(stage=stage).inc(read)
+        metrics.restore_seconds.labels(stage=stage).set(seconds)
 
     return report
 

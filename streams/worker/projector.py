@@ -57,14 +57,17 @@ class BatchProjector:
         self._balances = self.settings.topic(BALANCES.name)
         self._dlq = self.settings.topic(DLQ.name)
 
-    def rebuild(self, committed: dict[int, int]) -> None:
+    def rebuild(self, committed: dict[int, int]) -> int:
+        read = 0
         for partition, offset in committed.items():
             books = PartitionBooks()
             with events_to_restore(self.settings, partition, stop=offset) as r:
                 for batch in r.batches():
+                    read += len(batch)
                     for message in batch:
                         self._fold(books, message)  # alerts were raised when first seen
             self.books[partition] = books
+        return read
 
     def forget(self, partitions: list[int]) -> None:
         for partition in partitions:

@@ -151,6 +151,7 @@ def test_one_percent_poison_is_dead_lettered_exactly_and_the_rest_flows(pipeline
     assert scraped["ledger_commands_total"] == len(commands)
     assert scraped["ledger_outcomes_total"] == len(commands) + readable
     assert scraped["ledger_events_total"] == len(fold.by_seq)
+    assert scraped["ledger_restores_total"] >= 2  # each stage restored its partitions once
     _assert_lag_gauge_settles(pipeline, metrics_port)
 
 

@@ -85,8 +85,9 @@ class RecordingStage:
         self.rebuilt: list[dict[int, int]] = []
         self.first_offsets: list[int] = []
 
-    def rebuild(self, committed: dict[int, int]) -> None:
+    def rebuild(self, committed: dict[int, int]) -> int:
         self.rebuilt.append(dict(committed))
+        return 0
 
     def forget(self, partitions: list[int]) -> None:
         pass
