@@ -122,7 +122,9 @@ def worker(settings: LedgerSettings) -> None:
 @click.pass_obj
 def gateway(settings: LedgerSettings) -> None:
     """Call the payment channels for deduction and refund events, report their answers, sweep
-    idle work and flag stuck attempts; until stopped (SIGTERM or Ctrl-C)."""
+    idle work and flag stuck attempts; until stopped (SIGTERM or Ctrl-C).
+
+    The channels are reached at LEDGER_CHANNELS_URL (default http://127.0.0.1:8700)."""
     from streams.gateway.service import run_gateway
     from streams.logs import configure_logging
     from streams.topics import ensure_topics
@@ -160,7 +162,10 @@ def reconcile_command(
     wait: float,
 ) -> None:
     """Match a channel's statement (with the days either side) against the books; send every
-    discrepancy to the ledger as a command and print what became of it."""
+    discrepancy to the ledger as a command and print what became of it.
+
+    The statements come from the channels' HTTP API at LEDGER_CHANNELS_URL (default
+    http://127.0.0.1:8700, the channel simulator in development)."""
     from streams.reconcile.run import run_reconcile, run_scheduled, summary_lines
 
     if every is not None:

@@ -179,10 +179,18 @@ async def _release_hangers(app: web.Application) -> None:
 
 def main() -> None:
     """`python -m streams.dev.channels.server [--config FILE | --seed N] [--host H] [--port P]`."""
-    parser = argparse.ArgumentParser(description="Serve the simulated payment channels.")
+    parser = argparse.ArgumentParser(
+        description="Serve the simulated payment channels over HTTP: the channel wire "
+        "(schemas/channel.py) and an admin API (/admin/behaviour, /admin/clock, /ground-truth), "
+        "all described in docs/simulator.md."
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8700)
-    parser.add_argument("--config", type=Path, help="a SimulatorConfig JSON file")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        help="a JSON file of channels and their behaviour (format: docs/simulator.md)",
+    )
     parser.add_argument("--seed", type=int, default=7, help="for the default config")
     arguments = parser.parse_args()
     config = load_config(arguments.config) if arguments.config else default_config(arguments.seed)
