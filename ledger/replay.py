@@ -10,8 +10,9 @@ and only as much of each event is decoded as the fold needs:
   string value, where every quote is escaped; and the head parses only if the cut closed a
   top-level value. Anything else (other spacing, other field order) is decoded whole.
 A loan's events sit in one partition in seq order; a decider crash can write some of them again
-(byte-identical) after the originals, so an event whose seq is not above the loan's last applied
-one is a repeat and skipped.
+(byte-identical) after the originals. The seq rule (`ledger.sequence`) skips them; since events
+without postings are never decoded, the fold sees only some of each loan's seqs and applies the
+rule's repeat half (`SeqTracker(partial=True)`).
 """
 
 from __future__ import annotations
@@ -22,9 +23,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from ledger.sequence import SeqTracker, Verdict
+
 POSTINGS_KEY = b'"postings":['
 POSTINGS_END = b"}]"
 
+NEXT = Verdict.NEXT
 Loads = Callable[[bytes], Any]
 Difference = tuple[str, int, int]  # account, replayed balance, published balance
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -76,7 +80,7 @@ class ReplayFold:
     loads: Loads
     balances: dict[str, int] = field(default_factory=dict)
     currencies: dict[str, str] = field(default_factory=dict)
-    applied_seq: dict[str, int] = field(default_factory=dict)
+    seqs: SeqTracker = field(default_factory=lambda: SeqTracker(partial=True))
     events: int = 0
     applied: int = 0
     duplicates: int = 0
@@ -84,7 +88,7 @@ class ReplayFold:
     def fold(self, values: Iterable[bytes | None]) -> None:
         """Fold a batch of raw event values, each partition's in log order."""
         # One loop with everything in locals: it runs for every event of the log.
-        balances, applied_seq, loads = self.balances, self.applied_seq, self.loads
+        balances, admit, loads = self.balances, self.seqs.admit, self.loads
         balance, key_length, end_length = balances.get, len(POSTINGS_KEY), len(POSTINGS_END)
         count = applied = duplicates = 0
         for value in values:
@@ -100,10 +104,9 @@ class ReplayFold:
                 loan, seq, postings = head["loan_id"], head["seq"], head["postings"]
             except (ValueError, KeyError):
                 loan, seq, postings = self._decode_whole(value)
-            if seq <= applied_seq.get(loan, 0):
+            if admit(loan, seq) is not NEXT:
                 duplicates += 1
                 continue
-            applied_seq[loan] = seq
             applied += 1
             accounts = len(balances)
             for posting in postings:
