@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-DLQ_HEADERS = ("error", "source_topic", "source_partition", "source_offset")
-
 
 def dead_letter_headers(
     error: str, topic: str, partition: int, offset: int

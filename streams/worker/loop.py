@@ -169,7 +169,7 @@ class BatchLoop:
         """Undo an aborted batch: the state and the positions go back to the last commit."""
         partitions = sorted(self._assigned)
         self.stage.forget(partitions)
-        committed = self._committed(consumer, partitions)
+        committed = committed_offsets(consumer, self.stage.input_topic, partitions)
         self._restore(committed)
         for partition, offset in committed.items():
             consumer.seek(TopicPartition(self.stage.input_topic, partition, offset))
@@ -177,7 +177,7 @@ class BatchLoop:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         numbers = [tp.partition for tp in partitions]
         started = time.monotonic()
-        committed = self._committed(consumer, numbers)
+        committed = committed_offsets(consumer, self.stage.input_topic, numbers)
         read = self._restore(committed)
         # Resume exactly where the rebuild stopped: one read of the committed offsets decides
         # both, so the state and the position can never disagree.
@@ -200,10 +200,6 @@ class BatchLoop:
         numbers = [tp.partition for tp in partitions]
         self._assigned.difference_update(numbers)
         self.stage.forget(numbers)
-
-    def _committed(self, consumer: Consumer, partitions: list[int]) -> dict[int, int]:
-        """Committed offset per partition, 0 where the group never committed one."""
-        return committed_offsets(consumer, self.stage.input_topic, partitions)
 
     def _report_lag(self, statistics: str) -> None:
         """Records behind, from librdkafka's statistics: its `consumer_lag` (last stable offset
