@@ -45,9 +45,12 @@ def _falls_due(row: InstallmentState, today: date) -> bool:
 
 
 def _late(row: InstallmentState, today: date, policy: Policy) -> bool:
-    owed = row.owed(Component.PRINCIPAL) + row.owed(Component.INTEREST)
-    overdue = today > row.due_date + timedelta(days=policy.grace_days)
-    return row.fell_due and row.late_fee_minor == 0 and owed > 0 and overdue
+    if not row.fell_due or row.late_fee_minor != 0:  # the cheap tests first: this runs daily
+        return False
+    owed = (row.principal_minor - row.paid_principal_minor) + (
+        row.interest_minor - row.paid_interest_minor
+    )  # row.owed(PRINCIPAL) + row.owed(INTEREST), written out
+    return owed > 0 and today > row.due_date + timedelta(days=policy.grace_days)
 
 
 def _fall_due(recorder: Recorder, row: InstallmentState) -> None:

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ledger import business_day, deduction, opening, reconciliation
+from ledger import business_day, deduction, identity, opening, reconciliation
 from ledger.identity import payload_hash
 from ledger.policy import DEFAULT_POLICY, Policy
 from ledger.recorder import Recorder
-from ledger.state import LoanState
+from ledger.state import LoanState, ProcessedCommand
 from schemas.commands import (
     CloseBusinessDay,
     Command,
@@ -51,13 +51,14 @@ def decide(state: LoanState, command: Command, policy: Policy = DEFAULT_POLICY) 
         f"command for {command.loan_id} sent to {state.loan_id}"
     )
     command_hash = payload_hash(command)
-    seen = state.processed.get(command.command_id)
+    seen = state.processed.get(command.command_id) or _request_beyond_window(state, command)
     if seen is not None:
         if seen.payload_hash != command_hash:
             return _refuse(state, command, RejectionReason.IDEMPOTENCY_CONFLICT)
         if seen.refused is not None:  # a repeat returns the original outcome: that refusal
             return _refuse(state, command, seen.refused)
-        return Decision(duplicate(command.command_id, command.loan_id, seen.event_ids), (), state)
+        outcome = duplicate(command.command_id, command.loan_id, seen.event_ids)
+        return Decision(outcome, (), state)
     reason = refusal(state, command)
     if reason is not None:
         return _refuse_and_record(state, command, command_hash, reason)
@@ -70,6 +71,18 @@ def decide(state: LoanState, command: Command, policy: Policy = DEFAULT_POLICY) 
         tuple(recorder.events),
         recorder.state,
     )
+
+
+def _request_beyond_window(state: LoanState, command: Command) -> ProcessedCommand | None:
+    """A RequestRepayment older than the idempotency window is still known by the attempt it
+    started (its id derives from the command): its repeat is a duplicate, never a second debit;
+    its payload is no longer compared, and the answer names no event. Every other command is
+    kept from acting twice by the state itself (docs/design.md, "Idempotency")."""
+    if not isinstance(command, RequestRepayment):
+        return None
+    if state.attempt(identity.attempt_id(command.loan_id, command.command_id, 0)) is None:
+        return None
+    return ProcessedCommand(payload_hash=payload_hash(command))
 
 
 def refusal(state: LoanState, command: Command) -> RejectionReason | None:

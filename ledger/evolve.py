@@ -5,7 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from msgspec.structs import replace
+
 from ledger.state import (
+    IDEMPOTENCY_WINDOW,
+    Allocated,
     Attempt,
     AttemptStatus,
     InstallmentState,
@@ -57,18 +61,46 @@ def evolve(state: LoanState, event: Event) -> LoanState:
 
 def _record(state: LoanState, event: EventBase) -> LoanState:
     """The envelope's part: seq, last event, and the idempotency record of its command."""
+    seen = state.processed.get(event.causation_id)
     if isinstance(event, CommandRejected):  # its outcome names no event, now or on a repeat
-        record = ProcessedCommand(
-            payload_hash=event.causation_hash, event_ids=(), refused=event.reason
-        )
+        record = ProcessedCommand(payload_hash=event.causation_hash, refused=event.reason)
+    elif seen is not None:
+        record = replace(seen, event_ids=(*seen.event_ids, event.event_id))
     else:
-        seen = state.processed.get(event.causation_id)
-        event_ids = (seen.event_ids if seen else ()) + (event.event_id,)
-        record = ProcessedCommand(payload_hash=event.causation_hash, event_ids=event_ids)
-    processed = {**state.processed, event.causation_id: record}
-    return state.model_copy(
-        update={"next_seq": event.seq + 1, "last_event_id": event.event_id, "processed": processed}
-    )
+        record = ProcessedCommand(
+            payload_hash=event.causation_hash,
+            event_ids=(event.event_id,),
+            opening=isinstance(event, LoanOpened),
+            attempt_id=event.attempt_id if isinstance(event, AttemptEvent) else None,
+        )
+    processed = _remember(state, event.causation_id, record, new=seen is None)
+    return replace(state, next_seq=event.seq + 1, last_event_id=event.event_id, processed=processed)
+
+
+def _remember(
+    state: LoanState, command_id: str, record: ProcessedCommand, new: bool
+) -> dict[str, ProcessedCommand]:
+    """The idempotency record with `record`: the newest IDEMPOTENCY_WINDOW commands, and beyond
+    them only those a repeat could still act on (the opening, an attempt in flight). Anything
+    older is answered from the loan's state instead (`ledger.decide`): the copy made here per
+    event is therefore bounded, whatever the loan's age."""
+    processed = {**state.processed, command_id: record}
+    if not new or len(processed) <= IDEMPOTENCY_WINDOW:
+        return processed
+    for old_id, old in processed.items():
+        if old_id != command_id and not _pinned(state, old):
+            del processed[old_id]
+            break
+    return processed
+
+
+def _pinned(state: LoanState, record: ProcessedCommand) -> bool:
+    if record.opening:
+        return True
+    if record.attempt_id is None:
+        return False
+    attempt = state.attempt(record.attempt_id)
+    return attempt is not None and attempt.status is AttemptStatus.DEDUCTING
 
 
 def _apply(state: LoanState, event: Event) -> LoanState:
@@ -76,7 +108,7 @@ def _apply(state: LoanState, event: Event) -> LoanState:
         case LoanOpened():
             return _opened(state, event)
         case BusinessDayClosed():
-            return state.model_copy(update={"business_date": event.business_date})
+            return replace(state, business_date=event.business_date)
         case InstallmentFellDue() | ChargesRecognisedEarly():
             return _recognised(state, event)
         case LateFeeAssessed():
@@ -115,8 +147,17 @@ def _opened(state: LoanState, event: LoanOpened) -> LoanState:
         principal_minor=event.principal_minor,
         debit_account_ref=event.debit_account_ref,
     )
-    rows = tuple(InstallmentState(**row.model_dump()) for row in event.schedule)
-    return state.model_copy(update={"terms": terms, "installments": rows})
+    rows = tuple(
+        InstallmentState(
+            number=row.number,
+            due_date=row.due_date,
+            principal_minor=row.principal_minor,
+            interest_minor=row.interest_minor,
+            fee_minor=row.fee_minor,
+        )
+        for row in event.schedule
+    )
+    return replace(state, terms=terms, installments=rows)
 
 
 def _recognised(state: LoanState, event: InstallmentFellDue | ChargesRecognisedEarly) -> LoanState:
@@ -133,7 +174,8 @@ def _recognised(state: LoanState, event: InstallmentFellDue | ChargesRecognisedE
 def _started(state: LoanState, event: DeductionStarted) -> LoanState:
     attempt = Attempt(
         attempt_id=event.attempt_id,
-        order_id=event.order_id,
+        # One string where both ids are equal (every attempt today): one less copy per attempt.
+        order_id=event.attempt_id if event.order_id == event.attempt_id else event.order_id,
         channel=event.channel,
         amount_minor=event.amount_minor,
         installments=event.installments,
@@ -142,7 +184,7 @@ def _started(state: LoanState, event: DeductionStarted) -> LoanState:
         started_at=event.occurred_at,
         business_date=event.business_date,
     )
-    return state.model_copy(update={"attempts": (*state.attempts, attempt)})
+    return replace(state, attempts=(*state.attempts, attempt))
 
 
 def _succeeded(state: LoanState, event: DeductionSucceeded) -> LoanState:
@@ -154,7 +196,10 @@ def _succeeded(state: LoanState, event: DeductionSucceeded) -> LoanState:
         success_event_id=event.event_id,
         channel_reference=event.channel_reference,
         collected_minor=event.amount_minor,
-        allocations=event.allocations,
+        allocations=tuple(
+            Allocated(installment=a.installment, component=a.component, amount_minor=a.amount_minor)
+            for a in event.allocations
+        ),
         excess_minor=event.excess_minor,
     )
 
@@ -178,7 +223,7 @@ def _refund_started(state: LoanState, event: RefundStarted) -> LoanState:
         order_id=event.order_id,
         amount_minor=event.amount_minor,
     )
-    return state.model_copy(update={"refunds": (*state.refunds, refund)})
+    return replace(state, refunds=(*state.refunds, refund))
 
 
 def _allocate(state: LoanState, allocations: tuple[Allocation, ...], sign: int) -> LoanState:
@@ -192,8 +237,8 @@ def _allocate(state: LoanState, allocations: tuple[Allocation, ...], sign: int) 
 
 def _update_installment(state: LoanState, number: int, **changes: Any) -> LoanState:
     rows = state.installments
-    updated = rows[number - 1].model_copy(update=changes)
-    return state.model_copy(update={"installments": (*rows[: number - 1], updated, *rows[number:])})
+    updated = replace(rows[number - 1], **changes)
+    return replace(state, installments=(*rows[: number - 1], updated, *rows[number:]))
 
 
 def _find_attempt(state: LoanState, event: AttemptEvent) -> Attempt:
@@ -204,20 +249,15 @@ def _find_attempt(state: LoanState, event: AttemptEvent) -> Attempt:
 
 def _update_attempt(state: LoanState, event: AttemptEvent, **changes: Any) -> LoanState:
     _find_attempt(state, event)
-    return state.model_copy(
-        update={
-            "attempts": _replace(
-                state.attempts, lambda a: a.attempt_id == event.attempt_id, changes
-            )
-        }
-    )
+    attempts = _replace(state.attempts, lambda a: a.attempt_id == event.attempt_id, changes)
+    return replace(state, attempts=attempts)
 
 
 def _update_refund(state: LoanState, refund_id: str, status: RefundStatus) -> LoanState:
     assert state.refund(refund_id) is not None, f"{state.loan_id}: unknown refund {refund_id}"
     changes = {"status": status}
-    return state.model_copy(
-        update={"refunds": _replace(state.refunds, lambda r: r.refund_id == refund_id, changes)}
+    return replace(
+        state, refunds=_replace(state.refunds, lambda r: r.refund_id == refund_id, changes)
     )
 
 
@@ -227,4 +267,4 @@ Item = TypeVar("Item", Attempt, Refund)
 def _replace(
     items: tuple[Item, ...], matches: Callable[[Item], bool], changes: dict[str, Any]
 ) -> tuple[Item, ...]:
-    return tuple(item.model_copy(update=changes) if matches(item) else item for item in items)
+    return tuple(replace(item, **changes) if matches(item) else item for item in items)

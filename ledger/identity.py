@@ -15,9 +15,12 @@ def _derived(*parts: object) -> str:
     return uuid.uuid5(LEDGER_NAMESPACE, "/".join(str(part) for part in parts)).hex
 
 
-def event_id(loan_id: str, command_id: str, index: int) -> str:
-    """The index-th event decided from a command."""
-    return _derived("event", loan_id, command_id, index)
+def event_id(loan_id: str, command_id: str, seq: int) -> str:
+    """The event at `seq` of the loan, decided from the command. The seq makes it unique even
+    when one command is decided twice into the log: a command past the idempotency window is
+    decided afresh (docs/design.md, "Idempotency"). Before issue 14 the third part was the
+    event's index within its decision; ids already in the log keep the old form."""
+    return _derived("event", loan_id, command_id, "seq", seq)
 
 
 def attempt_id(loan_id: str, command_id: str, index: int) -> str:

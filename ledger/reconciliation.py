@@ -17,6 +17,7 @@ from schemas.commands import (
     StatementFinding,
 )
 from schemas.events import (
+    Allocation,
     DeductionReversed,
     DuplicateDebitRecorded,
     RefundFailed,
@@ -82,15 +83,19 @@ def _reverse(recorder: Recorder, attempt: Attempt) -> None:
     """Mirror the success's postings exactly; the installments it paid reopen."""
     assert attempt.success_event_id is not None
     loan_id = recorder.state.loan_id
+    allocations = tuple(
+        Allocation(installment=a.installment, component=a.component, amount_minor=a.amount_minor)
+        for a in attempt.allocations
+    )
     original = payment_postings(
-        loan_id, attempt.channel, attempt.allocations, attempt.excess_minor, recorder.currency
+        loan_id, attempt.channel, allocations, attempt.excess_minor, recorder.currency
     )
     recorder.emit(
         DeductionReversed(
             **recorder.envelope(mirror(original)),
             attempt_id=attempt.attempt_id,
             reverses_event_id=attempt.success_event_id,
-            allocations=attempt.allocations,
+            allocations=allocations,
             excess_minor=attempt.excess_minor,
         )
     )

@@ -27,7 +27,7 @@ class Recorder:
         """The envelope fields of the next event; ids and time derive from the command only."""
         command = self._command
         return {
-            "event_id": identity.event_id(command.loan_id, command.command_id, len(self.events)),
+            "event_id": identity.event_id(command.loan_id, command.command_id, self.state.next_seq),
             "loan_id": command.loan_id,
             "seq": self.state.next_seq,
             "causation_id": command.command_id,

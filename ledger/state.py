@@ -1,22 +1,35 @@
-"""A loan's state: everything `decide` needs, rebuilt by folding the loan's events with `evolve`."""
+"""A loan's state: everything `decide` needs, rebuilt by folding the loan's events with `evolve`.
+
+The states are frozen msgspec Structs, not pydantic models: the decider builds a new one on every
+event, and a Struct is built and copied (`msgspec.structs.replace`) without validation, many
+times faster. What they hold is bounded by what happens to the loan, never by its age: see
+`ProcessedCommand` for the idempotency record's bound. `ledger.snapshot` encodes them as they are.
+"""
 
 from __future__ import annotations
 
 from datetime import date, datetime
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict
+from msgspec import Struct, field
 
 from schemas.commands import Source
-from schemas.events import Allocation, Component
+from schemas.events import Component
 from schemas.outcomes import RejectionReason
 
+# The idempotency record keeps the newest this many commands of a loan, and, beyond them, those
+# of its opening and of an attempt still in flight (docs/design.md, "Idempotency").
+IDEMPOTENCY_WINDOW = 16
 
-class Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+
+class Frozen(
+    Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, omit_defaults=True, gc=False
+):
+    """No reference cycles are possible in a state (it holds only values): gc=False spares the
+    collector's per-object header and its traversals of millions of states."""
 
 
-class InstallmentState(Frozen):
+class InstallmentState(Frozen, frozen=True, kw_only=True, gc=False):
     number: int
     due_date: date
     principal_minor: int
@@ -40,7 +53,13 @@ class InstallmentState(Frozen):
 
     @property
     def owed_minor(self) -> int:
-        return sum(self.owed(component) for component in Component)
+        """Everything still owed: `owed` summed over the components, written out (hot path)."""
+        scheduled = (
+            self.principal_minor + self.interest_minor + self.fee_minor + self.late_fee_minor
+        )
+        return (
+            scheduled - self.paid_principal_minor - self.paid_interest_minor - self.paid_fee_minor
+        )
 
 
 class AttemptStatus(StrEnum):
@@ -50,7 +69,16 @@ class AttemptStatus(StrEnum):
     REVERSED = "reversed"
 
 
-class Attempt(Frozen):
+class Allocated(Frozen, frozen=True, kw_only=True, gc=False):
+    """Money a success applied to one component of one installment (`schemas.events.Allocation`
+    on the wire)."""
+
+    installment: int
+    component: Component
+    amount_minor: int
+
+
+class Attempt(Frozen, frozen=True, kw_only=True, gc=False):
     attempt_id: str
     order_id: str
     channel: str
@@ -66,7 +94,7 @@ class Attempt(Frozen):
     success_event_id: str | None = None
     channel_reference: str | None = None
     collected_minor: int = 0
-    allocations: tuple[Allocation, ...] = ()
+    allocations: tuple[Allocated, ...] = ()
     excess_minor: int = 0
     duplicate_debits: tuple[str, ...] = ()
 
@@ -77,7 +105,7 @@ class RefundStatus(StrEnum):
     FAILED = "failed"
 
 
-class Refund(Frozen):
+class Refund(Frozen, frozen=True, kw_only=True, gc=False):
     refund_id: str
     channel: str
     order_id: str
@@ -85,20 +113,24 @@ class Refund(Frozen):
     status: RefundStatus = RefundStatus.PENDING
 
 
-class ProcessedCommand(Frozen):
+class ProcessedCommand(Frozen, frozen=True, kw_only=True, gc=False):
+    """What a command's repeat is answered with."""
+
     payload_hash: str
-    event_ids: tuple[str, ...]
+    event_ids: tuple[str, ...] = ()
     refused: RejectionReason | None = None  # the refusal a repeat gets again
+    opening: bool = False  # the OpenLoan: kept for the loan's life
+    attempt_id: str | None = None  # a command about this attempt: kept while it is in flight
 
 
-class LoanTerms(Frozen):
+class LoanTerms(Frozen, frozen=True, kw_only=True, gc=False):
     borrower_id: str
     currency: str
     principal_minor: int
     debit_account_ref: str
 
 
-class LoanState(Frozen):
+class LoanState(Frozen, frozen=True, kw_only=True, gc=False):
     loan_id: str
     next_seq: int = 1
     last_event_id: str | None = None
@@ -107,7 +139,8 @@ class LoanState(Frozen):
     installments: tuple[InstallmentState, ...] = ()
     attempts: tuple[Attempt, ...] = ()
     refunds: tuple[Refund, ...] = ()
-    processed: dict[str, ProcessedCommand] = {}
+    # Command id -> record, oldest first; bounded (IDEMPOTENCY_WINDOW, `evolve._remember`).
+    processed: dict[str, ProcessedCommand] = field(default_factory=dict)
 
     @property
     def opened(self) -> bool:

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
+from msgspec.structs import replace
+
 from ledger.reconciliation import COLLECTED
 from ledger.state import Attempt, AttemptStatus, LoanState
 from schemas.commands import (
@@ -125,12 +127,11 @@ def _check_line(
     if view.status not in COLLECTED:
         # The money moved but the channel's answer never reached our books: post it first.
         found.append(run.unrecorded(loan_id, line))
-        view = view.model_copy(
-            update={
-                "status": AttemptStatus.SUCCEEDED,
-                "channel_reference": line.channel_reference,
-                "collected_minor": line.amount_minor,
-            }
+        view = replace(
+            view,
+            status=AttemptStatus.SUCCEEDED,
+            channel_reference=line.channel_reference,
+            collected_minor=line.amount_minor,
         )
     if line.reversed:
         view, reversal = _reversed_line(run, loan_id, view)
@@ -145,7 +146,7 @@ def _reversed_line(
     if view.status is AttemptStatus.REVERSED:
         return view, []
     reversal = run.reversal(loan_id, view.order_id)
-    return view.model_copy(update={"status": AttemptStatus.REVERSED}), [reversal]
+    return replace(view, status=AttemptStatus.REVERSED), [reversal]
 
 
 def _succeeded_line(
@@ -155,9 +156,7 @@ def _succeeded_line(
     if reference != view.channel_reference and reference not in view.duplicate_debits:
         # Another debit for an order already paid: the decider refunds it, once per reference.
         duplicates = (*view.duplicate_debits, reference)
-        return view.model_copy(update={"duplicate_debits": duplicates}), [
-            run.duplicate(loan_id, line)
-        ]
+        return replace(view, duplicate_debits=duplicates), [run.duplicate(loan_id, line)]
     # Only our own debit can disagree on the amount. After a reversal both sides are back to
     # zero, so a differing amount no longer leaves money unaccounted for.
     disagrees = (

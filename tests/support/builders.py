@@ -273,7 +273,7 @@ def envelope(
 ) -> dict[str, Any]:
     """The envelope the decider must stamp on the index-th event of `command` decided on `state`."""
     return {
-        "event_id": event_id(command.loan_id, command.command_id, index),
+        "event_id": event_id(command.loan_id, command.command_id, state.next_seq + index),
         "loan_id": command.loan_id,
         "seq": state.next_seq + index,
         "causation_id": command.command_id,

@@ -238,6 +238,10 @@ class LedgerMachine(RuleBasedStateMachine):
 
     def send(self, run: LoanRun, command: Command) -> Decision:
         before = run.state
+        if self.forgotten(run, command) and not self.known_by_attempt(run, command):
+            # Past the idempotency window: decided afresh from the state (the documented answer).
+            run.accepted.pop(command.command_id, None)
+            run.refused.pop(command.command_id, None)
         decision = decide(before, command)
         outcome = decision.outcome
         assert (outcome.command_id, outcome.loan_id) == (command.command_id, run.loan_id)
@@ -246,13 +250,14 @@ class LedgerMachine(RuleBasedStateMachine):
             assert beyond_the_refusal(decision) == ()
             assert outcome.event_ids == ()
             # An opened loan remembers a first refusal; a repeat is refused from that record.
-            repeat = command.command_id in run.accepted or command.command_id in run.refused
+            repeat = command.command_id in before.processed
             assert bool(decision.events) == (before.opened and not repeat), decision.events
             if decision.events and outcome.reason is not None:
                 run.refused[command.command_id] = (command, outcome.reason)
         elif outcome.status is OutcomeStatus.DUPLICATE:
             assert decision.events == ()
-            assert outcome.event_ids == run.accepted[command.command_id][1]
+            named = () if self.forgotten(run, command) else run.accepted[command.command_id][1]
+            assert outcome.event_ids == named
         else:
             assert decision.events
             assert outcome.event_ids == tuple(event.event_id for event in decision.events)
@@ -270,7 +275,19 @@ class LedgerMachine(RuleBasedStateMachine):
         self.last = Step(run, before, command, decision)
         return decision
 
+    def forgotten(self, run: LoanRun, command: Command) -> bool:
+        """A command the loan saw, now past its idempotency window (`IDEMPOTENCY_WINDOW`; the
+        window's own rule is tested in test_idempotency_window.py)."""
+        seen = command.command_id in run.accepted or command.command_id in run.refused
+        return seen and command.command_id not in run.state.processed
+
+    def known_by_attempt(self, run: LoanRun, command: Command) -> bool:
+        """An accepted request past the window: its attempt still answers for it."""
+        return isinstance(command, RequestRepayment) and command.command_id in run.accepted
+
     def expect(self, run: LoanRun, command: Command) -> Expected:
+        if self.forgotten(run, command) and self.known_by_attempt(run, command):
+            return DUPLICATE  # whatever its payload: the window no longer holds its hash
         original = run.accepted.get(command.command_id)
         if original is not None:
             same = payload(original[0]) == payload(command)

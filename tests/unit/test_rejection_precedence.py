@@ -365,7 +365,7 @@ def test_the_envelope_derives_from_the_command_and_the_state(
     count = len(events)
     assert [e.seq for e in events] == list(range(before.next_seq, before.next_seq + count))
     assert [e.event_id for e in events] == [
-        event_id(LOAN, command.command_id, i) for i in range(count)
+        event_id(LOAN, command.command_id, before.next_seq + i) for i in range(count)
     ]
     assert {(e.loan_id, e.causation_id, e.occurred_at) for e in events} == {
         (LOAN, command.command_id, command.issued_at)

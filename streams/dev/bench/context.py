@@ -28,6 +28,8 @@ class Sizes:
     latency_rates: tuple[int, ...]
     latency_seconds: float
     latency_max_commands: int  # a fast rate runs shorter: commands are decided beforehand
+    core_loans: int  # one-year loan states weighed by the core section
+    restore_loans: int  # loans in the one partition the restore section restores
 
 
 FULL = Sizes(
@@ -39,6 +41,8 @@ FULL = Sizes(
     latency_rates=(100, 1_000, 5_000),
     latency_seconds=20.0,
     latency_max_commands=50_000,
+    core_loans=200,
+    restore_loans=100_000,
 )
 QUICK = Sizes(
     raw_messages=20_000,
@@ -49,6 +53,8 @@ QUICK = Sizes(
     latency_rates=(30, 1_000),
     latency_seconds=5.0,
     latency_max_commands=5_000,
+    core_loans=20,
+    restore_loans=2_000,
 )
 
 

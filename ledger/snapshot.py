@@ -1,0 +1,67 @@
+"""A loan's snapshot: its state as of one seq, as the decider writes it to `ledger.loan-states`.
+
+The topic is compacted and keyed by loan id, so it holds each loan's latest snapshot, and a
+restore reads it instead of the loan's whole history. Each record also says where in the events
+partition a restore must start reading (`events_from`: see docs/design.md, "Snapshots"). A
+quarantined loan's record says so instead of carrying a state, so that a restore from snapshots
+keeps it quarantined.
+
+The value is versioned. A reader upcasts an older version it knows how to; a version it does not
+know (older or newer) is `None`, and the partition is then rebuilt from its events.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from ledger.sequence import Quarantine
+from ledger.state import LoanState
+
+SNAPSHOT_VERSION = 1
+
+
+class LoanSnapshot(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    version: int = SNAPSHOT_VERSION
+    loan_id: str
+    seq: int  # the last seq the state reflects (0 when quarantined before any event)
+    events_from: int  # a restore of this partition reads the events log from this offset
+    state: LoanState | None = None
+    quarantine: Quarantine | None = None
+
+    def __post_init__(self) -> None:
+        assert (self.state is None) != (self.quarantine is None), (
+            f"{self.loan_id}: a snapshot holds a state or a quarantine, not both"
+        )
+
+
+class _Version(msgspec.Struct):
+    version: int
+
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(LoanSnapshot)
+_version = msgspec.json.Decoder(_Version)
+
+
+def encode_snapshot(state: LoanState, events_from: int) -> bytes:
+    return _encoder.encode(
+        LoanSnapshot(
+            loan_id=state.loan_id, seq=state.next_seq - 1, events_from=events_from, state=state
+        )
+    )
+
+
+def encode_quarantine(quarantine: Quarantine, seq: int, events_from: int) -> bytes:
+    return _encoder.encode(
+        LoanSnapshot(
+            loan_id=quarantine.loan_id, seq=seq, events_from=events_from, quarantine=quarantine
+        )
+    )
+
+
+def decode_snapshot(value: bytes) -> LoanSnapshot | None:
+    """The snapshot, or None when its version is not one this code reads (rebuild instead).
+    Bytes that are not a snapshot at all raise `msgspec.DecodeError`/`ValidationError`."""
+    if _version.decode(value).version != SNAPSHOT_VERSION:
+        return None  # no older version exists yet; an upcaster per version goes here
+    return _decoder.decode(value)
