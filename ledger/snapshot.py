@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import msgspec
 
-from ledger.sequence import Quarantine
+from ledger.sequence import LoanLog, Quarantine
 from ledger.state import LoanState
 
 SNAPSHOT_VERSION = 1
@@ -25,6 +25,7 @@ class LoanSnapshot(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     loan_id: str
     seq: int  # the last seq the state reflects (0 when quarantined before any event)
     events_from: int  # a restore of this partition reads the events log from this offset
+    command_offset: int = 0  # the commands offset committed when it was written
     state: LoanState | None = None
     quarantine: Quarantine | None = None
 
@@ -43,20 +44,39 @@ _decoder = msgspec.json.Decoder(LoanSnapshot)
 _version = msgspec.json.Decoder(_Version)
 
 
-def encode_snapshot(state: LoanState, events_from: int) -> bytes:
+def encode_snapshot(state: LoanState, events_from: int, command_offset: int = 0) -> bytes:
     return _encoder.encode(
         LoanSnapshot(
-            loan_id=state.loan_id, seq=state.next_seq - 1, events_from=events_from, state=state
+            loan_id=state.loan_id,
+            seq=state.next_seq - 1,
+            events_from=events_from,
+            command_offset=command_offset,
+            state=state,
         )
     )
 
 
-def encode_quarantine(quarantine: Quarantine, seq: int, events_from: int) -> bytes:
+def encode_quarantine(
+    quarantine: Quarantine, seq: int, events_from: int, command_offset: int = 0
+) -> bytes:
     return _encoder.encode(
         LoanSnapshot(
-            loan_id=quarantine.loan_id, seq=seq, events_from=events_from, quarantine=quarantine
+            loan_id=quarantine.loan_id,
+            seq=seq,
+            events_from=events_from,
+            command_offset=command_offset,
+            quarantine=quarantine,
         )
     )
+
+
+def resume(loans: LoanLog, snapshot: LoanSnapshot) -> None:
+    """Take a loan into `loans` as its snapshot left it: its events up to `seq` are folded."""
+    loans.seqs.applied[snapshot.loan_id] = snapshot.seq
+    if snapshot.quarantine is not None:
+        loans.seqs.quarantined[snapshot.loan_id] = snapshot.quarantine
+    elif snapshot.state is not None:
+        loans.states[snapshot.loan_id] = snapshot.state
 
 
 def decode_snapshot(value: bytes) -> LoanSnapshot | None:

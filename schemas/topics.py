@@ -50,6 +50,13 @@ BALANCES = TopicSpec(
     # record per account.
     extra_configs={"min.cleanable.dirty.ratio": "0.1", "segment.ms": str(3600 * 1000)},
 )  # fmt: skip
+LOAN_STATES = TopicSpec(
+    "ledger.loan-states", "loan_id", "LoanSnapshot", "decider only", -1,
+    cleanup_policy=CleanupPolicy.COMPACT,
+    # A restore reads the whole partition: compact promptly so it holds little more than one
+    # snapshot per loan (the decider writes one per loan per batch that touched it).
+    extra_configs={"min.cleanable.dirty.ratio": "0.1", "segment.ms": str(3600 * 1000)},
+)  # fmt: skip
 DLQ = TopicSpec(
     "ledger.dlq",
     "original key",
@@ -59,4 +66,4 @@ DLQ = TopicSpec(
     copartitioned=False,
 )
 
-ALL_TOPICS: tuple[TopicSpec, ...] = (COMMANDS, EVENTS, OUTCOMES, BALANCES, DLQ)
+ALL_TOPICS: tuple[TopicSpec, ...] = (COMMANDS, EVENTS, OUTCOMES, BALANCES, LOAN_STATES, DLQ)

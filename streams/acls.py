@@ -17,7 +17,7 @@ from confluent_kafka.admin import (
     ResourceType,
 )
 
-from schemas.topics import ALL_TOPICS, BALANCES, COMMANDS, DLQ, EVENTS, OUTCOMES
+from schemas.topics import ALL_TOPICS, BALANCES, COMMANDS, DLQ, EVENTS, LOAN_STATES, OUTCOMES
 from streams.settings import LedgerSettings
 
 Component = Literal["worker", "gateway", "client", "analyst"]
@@ -61,7 +61,7 @@ def grants(settings: LedgerSettings, component: Component) -> list[Grant]:
         return [
             *describe_all,
             *topics((AclOperation.READ,), COMMANDS.name),
-            *topics((AclOperation.READ, AclOperation.WRITE), EVENTS.name),
+            *topics((AclOperation.READ, AclOperation.WRITE), EVENTS.name, LOAN_STATES.name),
             *topics((AclOperation.WRITE,), OUTCOMES.name, BALANCES.name, DLQ.name),
             *(literal(ResourceType.GROUP, name) for name in settings.worker_groups),
             # Each stage's transactional ids are `{group}-decider-…` and `{group}-projector-…`.

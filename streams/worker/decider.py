@@ -1,13 +1,16 @@
 """The decider as a batch stage: commands -> `decide` -> events and one outcome each.
 
-Loan states live in memory and are rebuilt from `ledger.events` when partitions are assigned:
-the log is the state. Every event carries, in a header, the offset of the command it came from,
-so a rebuild under at_least_once leaves out what commands past the committed offset produced:
-those commands are delivered again and re-decided, from the same state, into the same bytes.
+Loan states live in memory. When partitions are assigned they are restored from the loans'
+snapshots on `ledger.loan-states` and the events written after them (`streams.worker.snapshots`);
+each checkpoint writes the snapshot of every loan a batch changed. Every event carries, in a
+header, the offset of the command it came from, so a restore under at_least_once leaves out what
+commands past the committed offset produced: those commands are delivered again and re-decided,
+from the same state, into the same bytes.
 
-A rebuild folds each loan's events by the seq rule (`ledger.sequence`): repeats are skipped, and
-a gap or an unreadable event quarantines that loan. The commands of a quarantined loan are
-refused (`loan_quarantined`) until a rebuild finds its log whole; every other loan goes on.
+A restore folds each loan's events by the seq rule (`ledger.sequence`): repeats are skipped, and
+a gap or an unreadable event quarantines that loan (its snapshot then says so). The commands of
+a quarantined loan are refused (`loan_quarantined`) until its log is repaired; every other loan
+goes on.
 """
 
 from __future__ import annotations
@@ -17,24 +20,22 @@ import time
 from dataclasses import dataclass, field
 
 from confluent_kafka import Message
-from pydantic import ValidationError
 
 from ledger import Policy, decide, initial_state
 from ledger.decide import Decision
 from ledger.sequence import LoanLog, Quarantine
 from schemas.commands import Command
-from schemas.events import encode_event, parse_event
+from schemas.events import encode_event
 from schemas.outcomes import Outcome, RejectionReason, rejected
-from schemas.topics import DLQ, EVENTS, OUTCOMES
+from schemas.topics import DLQ, EVENTS, LOAN_STATES, OUTCOMES
 from streams.dlq import dead_letter_headers
 from streams.metrics import Metrics
 from streams.settings import LedgerSettings
 from streams.worker.commands import NotACommand, invalid_outcome, read_command
 from streams.worker.loop import Output
-from streams.worker.restore import events_to_restore
+from streams.worker.snapshots import COMMAND_OFFSET, Checkpoints, encode_loan, restore_partition
 
 log = logging.getLogger(__name__)
-COMMAND_OFFSET = "ledger-command-offset"
 
 
 @dataclass
@@ -44,32 +45,70 @@ class BatchDecider:
     metrics: Metrics
     input_topic: str = ""
     partitions: dict[int, LoanLog] = field(default_factory=dict)
+    checkpoints: dict[int, Checkpoints] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.input_topic = self.settings.topic("ledger.commands")
         self._events = self.settings.topic(EVENTS.name)
         self._outcomes = self.settings.topic(OUTCOMES.name)
+        self._loan_states = self.settings.topic(LOAN_STATES.name)
         self._dlq = self.settings.topic(DLQ.name)
 
     def rebuild(self, committed: dict[int, int]) -> int:
         read = 0
         for partition, offset in committed.items():
-            self.partitions[partition], events = self._fold_events(partition, offset)
-            read += events
+            started = time.monotonic()
+            restored = restore_partition(self.settings, partition, offset)
+            self.partitions[partition] = restored.loans
+            self.checkpoints[partition] = restored.checkpoints
+            read += restored.snapshots_read + restored.events_read
+            log.info(
+                "decider: partition %d restored, %d loans from %d snapshots and %d events "
+                "(%s) in %.1f s",
+                partition, len(restored.loans.states), restored.snapshots_read,
+                restored.events_read,
+                "from snapshots" if restored.from_snapshots else "whole log: snapshots follow",
+                time.monotonic() - started,
+            )  # fmt: skip
+            for quarantine in restored.loans.quarantined.values():
+                self._alert(partition, quarantine)
         return read
 
     def forget(self, partitions: list[int]) -> None:
         for partition in partitions:
             self.partitions.pop(partition, None)
+            self.checkpoints.pop(partition, None)
 
     def handle(self, batch: list[Message]) -> list[Output]:
+        for checkpoints in self.checkpoints.values():
+            checkpoints.batch_begins()
         outputs: list[Output] = []
         for message in batch:
             outputs.extend(self._decide(message))
         return outputs
 
+    def checkpoint(self) -> list[Output]:
+        """The snapshots of the loans changed since the last checkpoint (at most a chunk per
+        partition). Called once the batch's offsets are committed, or inside its transaction."""
+        outputs: list[Output] = []
+        for partition, checkpoints in self.checkpoints.items():
+            loans, events_from = checkpoints.take()
+            offset = checkpoints.command_offset
+            for loan_id in loans:
+                value = encode_loan(self.partitions[partition], loan_id, events_from, offset)
+                outputs.append(Output(self._loan_states, partition, loan_id.encode(), value))
+        return outputs
+
+    def written(self, topic: str, partition: int, offset: int) -> None:
+        """A record of ours reached the log at `offset`."""
+        checkpoints = self.checkpoints.get(partition)
+        if topic == self._events and checkpoints is not None:
+            checkpoints.events_end = max(checkpoints.events_end, offset + 1)
+
     def _decide(self, message: Message) -> list[Output]:
         partition, offset = message.partition() or 0, message.offset() or 0
+        checkpoints = self.checkpoints[partition]
+        checkpoints.command_offset = offset + 1
         command = read_command(message.key(), message.value(), self.settings.max_message_bytes)
         if isinstance(command, NotACommand):
             return self._refuse(message, command)
@@ -78,7 +117,9 @@ class BatchDecider:
             return [self._outcome(partition, command, quarantined_outcome(command))]
         state = loans.states.get(command.loan_id) or initial_state(command.loan_id)
         decision = decide(state, command, self.policy)
-        loans.states[command.loan_id] = decision.state
+        if decision.events:
+            loans.states[command.loan_id] = decision.state
+            checkpoints.touched[command.loan_id] = None
         self._count(command, decision)
         key = command.loan_id.encode()
         headers: list[tuple[str, str | bytes | None]] = [(COMMAND_OFFSET, str(offset).encode())]
@@ -111,23 +152,6 @@ class BatchDecider:
             self.metrics.outcomes.labels(status="rejected", reason="invalid_command").inc()
         return outputs
 
-    def _fold_events(self, partition: int, committed: int) -> tuple[LoanLog, int]:
-        """Every loan of the partition as the events of commands below `committed` left it."""
-        loans, read, started = LoanLog(), 0, time.monotonic()
-        with events_to_restore(self.settings, partition) as reader:
-            for batch in reader.batches():
-                read += len(batch)
-                for message in batch:
-                    if _command_offset(message) < committed:  # else its command comes again
-                        _fold_one(loans, message)
-        log.info(
-            "decider: partition %d restored, %d loans from %d events in %.1f s",
-            partition, len(loans.states), read, time.monotonic() - started,
-        )  # fmt: skip
-        for quarantine in loans.quarantined.values():
-            self._alert(partition, quarantine)
-        return loans, read
-
     def _alert(self, partition: int, quarantine: Quarantine) -> None:
         why = "unreadable" if quarantine.found_seq is None else "gap"
         self.metrics.quarantined.labels(stage="decider", why=why).inc()
@@ -139,23 +163,5 @@ class BatchDecider:
         )  # fmt: skip
 
 
-def _fold_one(loans: LoanLog, message: Message) -> None:
-    try:
-        event = parse_event(message.value() or b"")
-    except ValidationError:
-        loans.unreadable((message.key() or b"").decode(errors="replace"))
-        return
-    loans.fold(event)
-
-
 def quarantined_outcome(command: Command) -> Outcome:
     return rejected(command.command_id, command.loan_id, RejectionReason.LOAN_QUARANTINED)
-
-
-def _command_offset(message: Message) -> int:
-    """The offset of the command an event came from; -1 (decided before any commit) for events
-    written without the header, by the retired faust engine."""
-    for header in message.headers() or ():
-        if header[0] == COMMAND_OFFSET and header[1] is not None:
-            return int(header[1])
-    return -1

@@ -75,6 +75,13 @@ class Stage(Protocol):
     def handle(self, batch: list[Message]) -> list[Output]:
         """The outputs of a batch of input records, in order; updates the in-memory state."""
 
+    def checkpoint(self) -> list[Output]:
+        """What to write once the batch is committed (inside its transaction under exactly_once,
+        after its offsets are committed under at_least_once): the decider's snapshots."""
+
+    def written(self, topic: str, partition: int, offset: int) -> None:
+        """One of the outputs reached the log at `offset`."""
+
 
 @dataclass
 class BatchLoop:
@@ -92,6 +99,7 @@ class BatchLoop:
     make_consumer: Callable[[dict[str, Any]], Consumer] = Consumer
     _assigned: set[int] = field(default_factory=set)
     _delivery_errors: list[KafkaError] = field(default_factory=list)
+    _producer: Producer | None = None
 
     @property
     def transactional(self) -> bool:
@@ -99,14 +107,14 @@ class BatchLoop:
 
     def run(self, stop: threading.Event) -> None:
         consumer = self.make_consumer(self._consumer_config())
-        producer = Producer(self._producer_config())
+        producer = self._producer = Producer(self._producer_config())
         if self.transactional:
             producer.init_transactions(TXN_TIMEOUT_S)  # aborts what an earlier incarnation left
         consumer.subscribe(
             [self.stage.input_topic],
             on_assign=lambda c, tps: self._on_assign(c, tps),
             on_revoke=lambda _c, tps: self._on_revoke(tps),
-            on_lost=lambda _c, tps: self._on_revoke(tps),
+            on_lost=lambda _c, tps: self._on_lost(tps),
         )
         try:
             while not stop.is_set():
@@ -121,13 +129,20 @@ class BatchLoop:
     def _process(self, consumer: Consumer, producer: Producer, batch: list[Message]) -> None:
         offsets = _next_offsets(batch)
         if not self.transactional:
+            started = time.monotonic()
             self._send(producer, self.stage.handle(batch))
-            self._await_acks(producer)
-            _commit(consumer, offsets)
+            self._await_acks(producer)  # the previous checkpoint's records too
+            # A process paused past half its session may have lost its partitions without being
+            # told: its checkpoint waits (the loans stay to write), so that a late write cannot
+            # land after the next owner's.
+            fresh = time.monotonic() - started < self.settings.session_timeout_s / 2
+            if _commit(consumer, offsets) and fresh:
+                self._send(producer, self.stage.checkpoint())
             return
         producer.begin_transaction()
         try:
             self._send(producer, self.stage.handle(batch))
+            self._send(producer, self.stage.checkpoint())
             group = consumer.consumer_group_metadata()
             _retrying(lambda: producer.send_offsets_to_transaction(offsets, group, TXN_TIMEOUT_S))
             _retrying(lambda: producer.commit_transaction(TXN_TIMEOUT_S))
@@ -155,9 +170,11 @@ class BatchLoop:
                     producer.poll(0.05)
         producer.poll(0)
 
-    def _delivered(self, error: KafkaError | None, _message: Message) -> None:
+    def _delivered(self, error: KafkaError | None, message: Message) -> None:
         if error is not None:
             self._delivery_errors.append(error)
+            return
+        self.stage.written(message.topic() or "", message.partition() or 0, message.offset() or 0)
 
     def _await_acks(self, producer: Producer) -> None:
         left = producer.flush(TXN_TIMEOUT_S)
@@ -197,6 +214,16 @@ class BatchLoop:
         return read
 
     def _on_revoke(self, partitions: list[TopicPartition]) -> None:
+        if self._producer is not None and not self.transactional:
+            # Our last checkpoint lands before the next owner reads the snapshots.
+            self._producer.flush(TXN_TIMEOUT_S)
+        numbers = [tp.partition for tp in partitions]
+        self._assigned.difference_update(numbers)
+        self.stage.forget(numbers)
+
+    def _on_lost(self, partitions: list[TopicPartition]) -> None:
+        """Partitions taken without a revoke (our session expired): they are another's already,
+        so nothing more of ours is written for them."""
         numbers = [tp.partition for tp in partitions]
         self._assigned.difference_update(numbers)
         self.stage.forget(numbers)
@@ -280,10 +307,12 @@ def _retrying(call: Callable[[], None], give_up_after_s: float = RETRIABLE_FOR_S
             time.sleep(0.5)
 
 
-def _commit(consumer: Consumer, offsets: list[TopicPartition]) -> None:
+def _commit(consumer: Consumer, offsets: list[TopicPartition]) -> bool:
     try:
         consumer.commit(offsets=offsets, asynchronous=False)
+        return True
     except KafkaException as error:
         # A rebalance took the partitions: the outputs are in the log, and the next owner
         # re-decides the same records into the same bytes (the stages are deterministic).
         log.warning("offset commit refused (%s); the next owner repeats the batch", error)
+        return False

@@ -28,13 +28,18 @@ REQUEST_TIMEOUT_S = 30.0
 
 
 def events_to_restore(
-    settings: LedgerSettings, partition: int, stop: int | None = None
+    settings: LedgerSettings, partition: int, stop: int | None = None, start: int = 0
 ) -> LogReader:
-    """A reader of the events partition up to `stop` (default: its end as written), through
-    every transaction below the cut: see `LogReader`'s `whole_transactions`."""
+    """A reader of the events partition from `start` up to `stop` (default: its end as
+    written), through every transaction below the cut: see `LogReader`'s `whole_transactions`."""
     stops = None if stop is None else {partition: stop}
     return LogReader(
-        settings, EVENTS.name, stops=stops, partitions=[partition], whole_transactions=True
+        settings,
+        EVENTS.name,
+        starts={partition: start},
+        stops=stops,
+        partitions=[partition],
+        whole_transactions=True,
     )
 
 

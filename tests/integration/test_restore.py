@@ -22,9 +22,10 @@ from streams.errors import LedgerError
 from streams.metrics import Metrics
 from streams.settings import LedgerSettings
 from streams.topics import ensure_topics
-from streams.worker.decider import COMMAND_OFFSET, BatchDecider
+from streams.worker.decider import BatchDecider
 from streams.worker.loop import BatchLoop
 from streams.worker.restore import committed_offsets
+from streams.worker.snapshots import COMMAND_OFFSET
 from tests.integration.kafka_helpers import unique
 from tests.support.builders import open_loan, when
 
@@ -95,6 +96,12 @@ class RecordingStage:
     def handle(self, batch: list[Any]) -> list[Any]:
         self.first_offsets.extend(message.offset() for message in batch)
         return []
+
+    def checkpoint(self) -> list[Any]:
+        return []
+
+    def written(self, topic: str, partition: int, offset: int) -> None:
+        pass
 
 
 def test_an_errored_committed_answer_is_asked_again_never_read_as_nothing_committed(

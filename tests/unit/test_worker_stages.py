@@ -10,19 +10,23 @@ import json
 from collections import Counter
 from datetime import date
 
+import pytest
 from confluent_kafka import Message
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ledger.sequence import LoanLog, Quarantine, Verdict
+from ledger.snapshot import decode_snapshot
 from schemas.commands import Command
 from schemas.events import parse_event
 from streams.metrics import Metrics
 from streams.settings import LedgerSettings
-from streams.worker.decider import COMMAND_OFFSET, BatchDecider, _command_offset, _fold_one
+from streams.worker import snapshots
+from streams.worker.decider import BatchDecider
 from streams.worker.loop import Output, _next_offsets
 from streams.worker.projector import BatchProjector, PartitionBooks
-from tests.support.builders import close_day
+from streams.worker.snapshots import COMMAND_OFFSET, Checkpoints, command_offset, fold_one
+from tests.support.builders import close_day, open_loan
 from tests.support.oracle import oracle_events
 from tests.support.workload import repayment_cycle
 
@@ -49,6 +53,7 @@ def command_records(commands: list[Command], partition: int = 0) -> list[Message
 def a_decider() -> BatchDecider:
     decider = BatchDecider(SETTINGS, SETTINGS.policy(), Metrics())
     decider.partitions[0] = LoanLog()  # what `rebuild` leaves for a partition with an empty log
+    decider.checkpoints[0] = Checkpoints(events_end=0, pending_from=0)
     return decider
 
 
@@ -111,7 +116,7 @@ def test_events_without_the_command_offset_header_count_as_decided_before_any_co
         topic=EVENTS, partition=0, offset=1, value=b"{}", headers=[(COMMAND_OFFSET, b"41")]
     )
 
-    assert (_command_offset(plain), _command_offset(marked)) == (-1, 41)
+    assert (command_offset(plain), command_offset(marked)) == (-1, 41)
 
 
 def test_a_batch_publishes_each_touched_balance_once_at_its_final_value() -> None:
@@ -179,7 +184,7 @@ def rebuilt_decider(event_outputs: list[Output]) -> BatchDecider:
     them, minus the broker)."""
     decider = a_decider()
     for message in event_records(event_outputs):
-        _fold_one(decider.partitions[0], message)
+        fold_one(decider.partitions[0], message)
     return decider
 
 
@@ -217,3 +222,34 @@ def test_an_unreadable_event_quarantines_the_loan_of_its_key_and_repeats_are_ski
     assert rebuilt_decider([events[0], garbled, *events[1:]]).partitions[0].quarantined == {
         commands[0].loan_id: Quarantine(commands[0].loan_id, 2, None)
     }
+
+
+def test_a_checkpoint_marks_where_its_batch_began_not_where_it_ended() -> None:
+    """The mark a restore reads from must cover every event of a loan whose snapshot may not
+    have landed: under at_least_once a checkpoint can land in part, so its mark is the events
+    end *before* its batch (docs/design.md, "Snapshots")."""
+    decider = a_decider()
+    decider.checkpoints[0] = Checkpoints(events_end=40, pending_from=40)
+    outputs = decider.handle(command_records(repayment_cycle(loans=3, seed=2)))
+    events = [o for o in outputs if o.topic == EVENTS]
+    for n in range(len(events)):
+        decider.written(EVENTS, 0, 40 + n)  # the batch's events land at 40, 41, ...
+    written = decider.checkpoint()
+    assert {decode_snapshot(o.value).events_from for o in written} == {40}  # type: ignore[union-attr]
+    assert decider.checkpoints[0].events_end > 40
+    assert decider.checkpoint() == []  # nothing changed since
+
+
+def test_loans_left_for_a_later_checkpoint_keep_their_earlier_mark(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(snapshots, "CHUNK", 2)
+    decider = a_decider()
+    decider.checkpoints[0] = Checkpoints(events_end=7, pending_from=7)
+    decider.handle(command_records([open_loan(f"o{n}", loan_id=f"L{n}") for n in range(5)]))
+    decider.written(EVENTS, 0, 99)
+    first = decider.checkpoint()
+    decider.handle([])  # the next batch begins with loans still to write
+    second = decider.checkpoint()
+    assert [len(first), len(second)] == [2, 2]
+    assert {decode_snapshot(o.value).events_from for o in first + second} == {7}  # type: ignore[union-attr]

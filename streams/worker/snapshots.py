@@ -1,0 +1,171 @@
+"""The decider's snapshots on `ledger.loan-states`: which loans to write after a batch, and the
+restore that starts from them instead of from the beginning of the events log.
+
+Every record carries `events_from`, the events offset below which every event of every loan not
+yet snapshotted is already covered. A restore reads the snapshot partition, takes the
+`events_from` of its last record, and folds only the events from there on (docs/design.md,
+"Snapshots"). That holds because the records of one checkpoint land before those of the next:
+under exactly_once they commit with their batch, in its transaction; under at_least_once they are
+sent only once the batch's offsets are committed, and the next batch waits for their acks before
+it commits.
+
+Where no usable snapshot exists (an empty partition, a version this code does not read, a
+baseline still being written), the partition is folded from offset 0 and every loan is written
+again, a chunk per checkpoint, with `events_from` 0 until the last chunk is acknowledged.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import msgspec
+from confluent_kafka import Message
+from pydantic import ValidationError
+
+from ledger.sequence import LoanLog, Verdict
+from ledger.snapshot import (
+    LoanSnapshot,
+    decode_snapshot,
+    encode_quarantine,
+    encode_snapshot,
+    resume,
+)
+from schemas.events import parse_event
+from schemas.topics import LOAN_STATES
+from streams.logread import LogReader
+from streams.settings import LedgerSettings
+from streams.worker.restore import events_to_restore
+
+log = logging.getLogger(__name__)
+COMMAND_OFFSET = "ledger-command-offset"
+# At most this many loans are written per partition per checkpoint: a full baseline of a large
+# partition is spread over several batches instead of one huge transaction.
+CHUNK = 5_000
+
+
+@dataclass
+class Checkpoints:
+    """One partition's bookkeeping between restores."""
+
+    events_end: int  # one past the last events offset known to be written
+    pending_from: int  # events offset that the loans in `touched` may need from
+    command_offset: int = 0  # the commands offset committed by the latest batch
+    touched: dict[str, None] = field(default_factory=dict)  # loans to write, oldest first
+
+    def batch_begins(self) -> None:
+        if not self.touched:
+            self.pending_from = self.events_end
+
+    def take(self) -> tuple[list[str], int]:
+        """The loans the next checkpoint writes, and the `events_from` they carry."""
+        loans = list(self.touched)[:CHUNK]
+        for loan_id in loans:
+            del self.touched[loan_id]
+        return loans, self.pending_from
+
+
+@dataclass(frozen=True, slots=True)
+class Restored:
+    loans: LoanLog
+    checkpoints: Checkpoints
+    snapshots_read: int
+    events_read: int
+    from_snapshots: bool
+
+
+def encode_loan(loans: LoanLog, loan_id: str, events_from: int, command_offset: int) -> bytes:
+    quarantine = loans.quarantined.get(loan_id)
+    if quarantine is not None:
+        seq = loans.seqs.applied.get(loan_id, 0)
+        return encode_quarantine(quarantine, seq, events_from, command_offset)
+    return encode_snapshot(loans.states[loan_id], events_from, command_offset)
+
+
+def restore_partition(settings: LedgerSettings, partition: int, committed: int) -> Restored:
+    """Every loan of the partition as the commands below `committed` left it."""
+    loans = LoanLog()
+    found = _read_snapshots(settings, partition)
+    start = 0
+    if found is not None:
+        snapshots, start, _read = found
+        for snapshot in snapshots.values():
+            resume(loans, snapshot)
+    touched: dict[str, None] = {}
+    events = 0
+    with events_to_restore(settings, partition, start=start) as reader:
+        for batch in reader.batches():
+            events += len(batch)
+            for message in batch:
+                if command_offset(message) >= committed:  # its command comes again
+                    continue
+                loan_id = fold_one(loans, message)
+                if loan_id is not None:
+                    touched[loan_id] = None
+        end = reader.cuts[partition]
+    if start == 0:  # a baseline: every loan is written again
+        touched = dict.fromkeys([*loans.states, *loans.quarantined])
+    checkpoints = Checkpoints(end, start, committed, touched)
+    read = 0 if found is None else found[2]
+    return Restored(loans, checkpoints, read, events, from_snapshots=start > 0)
+
+
+def _read_snapshots(
+    settings: LedgerSettings, partition: int
+) -> tuple[dict[str, LoanSnapshot], int, int] | None:
+    """The latest snapshot of each loan, the offset the events must be read from, and the
+    records read; None when the partition cannot be restored from them."""
+    latest: dict[str, LoanSnapshot] = {}
+    last, out_of_order, highest_command, read = 0, None, -1, 0
+    with LogReader(
+        settings, LOAN_STATES.name, partitions=[partition], whole_transactions=True
+    ) as r:
+        for batch in r.batches():
+            read += len(batch)
+            for message in batch:
+                snapshot = _decode(message)
+                if snapshot is None:
+                    return None
+                latest[snapshot.loan_id] = snapshot
+                last = snapshot.events_from
+                if snapshot.command_offset < highest_command:
+                    # Written out of order (a paused process's late write, at_least_once): the
+                    # events its loan needs start no later than its own mark.
+                    out_of_order = min(last, out_of_order if out_of_order is not None else last)
+                highest_command = max(highest_command, snapshot.command_offset)
+    start = last if out_of_order is None else min(last, out_of_order)
+    if start <= 0:
+        return None
+    return latest, start, read
+
+
+def _decode(message: Message) -> LoanSnapshot | None:
+    try:
+        snapshot = decode_snapshot(message.value() or b"")
+    except (msgspec.DecodeError, msgspec.ValidationError) as error:
+        log.warning("ledger.loan-states offset %s unreadable (%s)", message.offset(), error)
+        return None
+    if snapshot is None:
+        log.warning("ledger.loan-states holds a snapshot version this code does not read")
+    return snapshot
+
+
+def fold_one(loans: LoanLog, message: Message) -> str | None:
+    """Fold one event; the loan it changed (or quarantined), else None."""
+    loan_id = (message.key() or b"").decode(errors="replace")
+    try:
+        event = parse_event(message.value() or b"")
+    except ValidationError:
+        loans.unreadable(loan_id)
+        return loan_id
+    verdict = loans.fold(event)
+    return loan_id if verdict in (Verdict.NEXT, Verdict.GAP) else None
+
+
+def command_offset(message: Message) -> int:
+    """The offset of the command an event came from; -1 (decided before any commit) for events
+    written without the header, by the retired faust engine."""
+    for header in message.headers() or ():
+        if header[0] == COMMAND_OFFSET and header[1] is not None:
+            return int(header[1])
+    return -1

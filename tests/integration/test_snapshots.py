@@ -1,0 +1,165 @@
+"""The decider's snapshots on a real broker, under both guarantees (issue 14).
+
+A decider loop decides a workload in several waves (so several batches, several checkpoints),
+then stops. A new decider's restore must read the snapshots and only the events written after
+the last checkpoint's mark, and end with exactly the states a fold of the whole events log gives.
+A partition with events and no snapshots (a log from before snapshots existed) is folded whole,
+and every loan is written again.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from confluent_kafka import Consumer, Producer
+
+from ledger.sequence import LoanLog
+from ledger.snapshot import decode_snapshot
+from schemas.events import parse_event
+from streams.logread import LogReader
+from streams.metrics import Metrics
+from streams.settings import LedgerSettings
+from streams.worker.decider import BatchDecider
+from streams.worker.loop import BatchLoop
+from streams.worker.restore import committed_offsets
+from streams.worker.snapshots import COMMAND_OFFSET, restore_partition
+from tests.integration.test_restore import settings_for
+from tests.support.oracle import oracle_events
+from tests.support.workload import repayment_cycle
+
+pytestmark = pytest.mark.integration
+LOANS = 120
+WAVES = 5
+
+
+def whole_log_fold(settings: LedgerSettings) -> LoanLog:
+    """The independent half: every event of partition 0 folded in order, no snapshot read."""
+    loans = LoanLog()
+    with LogReader(settings, "ledger.events", partitions=[0]) as reader:
+        for batch in reader.batches():
+            for message in batch:
+                loans.fold(parse_event(message.value() or b""))
+    return loans
+
+
+def latest_snapshots(settings: LedgerSettings) -> dict[str, int]:
+    """loan id -> seq of its latest snapshot on ledger.loan-states."""
+    found: dict[str, int] = {}
+    with LogReader(settings, "ledger.loan-states", partitions=[0]) as reader:
+        for batch in reader.batches():
+            for message in batch:
+                snapshot = decode_snapshot(message.value() or b"")
+                assert snapshot is not None
+                found[snapshot.loan_id] = snapshot.seq
+    return found
+
+
+def decide_in_waves(settings: LedgerSettings) -> int:
+    """Run a decider loop over the workload, sent in waves; the commands sent."""
+    commands = repayment_cycle(loans=LOANS, seed=14)
+    topic = settings.topic("ledger.commands")
+    decider = BatchDecider(settings, settings.policy(), Metrics())
+    loop = BatchLoop(settings, decider, "decider", "snap-1")
+    stop = threading.Event()
+    runner = threading.Thread(target=loop.run, args=(stop,))
+    runner.start()
+    producer = Producer(settings.producer_config())
+    size = len(commands) // WAVES
+    try:
+        for wave in range(WAVES):
+            for command in commands[wave * size : (wave + 1) * size]:
+                value, key = command.model_dump_json().encode(), command.loan_id.encode()
+                producer.produce(topic, value, key, partition=0)
+            producer.flush(10)
+            _wait_until_decided(decider, (wave + 1) * size)
+    finally:
+        stop.set()
+        runner.join(60)
+    assert not runner.is_alive()
+    return WAVES * size
+
+
+def _decided(decider: BatchDecider) -> int:
+    checkpoints = decider.checkpoints.get(0)
+    return 0 if checkpoints is None else checkpoints.command_offset
+
+
+def _wait_until_decided(decider: BatchDecider, commands: int, timeout_s: float = 90) -> None:
+    deadline = time.monotonic() + timeout_s
+    while _decided(decider) < commands:
+        assert time.monotonic() < deadline, f"timed out waiting for {commands} commands decided"
+        time.sleep(0.1)
+
+
+def committed(settings: LedgerSettings) -> int:
+    group = f"{settings.group_id}-batched-decider"
+    consumer = Consumer(settings.confluent_config() | {"group.id": group})
+    try:
+        return committed_offsets(consumer, settings.topic("ledger.commands"), [0])[0]
+    finally:
+        consumer.close()
+
+
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
+def test_a_restore_reads_the_snapshots_and_only_the_events_after_them(
+    kafka_bootstrap: str, guarantee: str
+) -> None:
+    settings = settings_for(kafka_bootstrap, processing_guarantee=guarantee)
+    sent = decide_in_waves(settings)
+    assert committed(settings) == sent
+    whole = whole_log_fold(settings)
+    total_events = sum(state.next_seq - 1 for state in whole.states.values())
+
+    restored = restore_partition(settings, 0, committed(settings))
+
+    assert restored.from_snapshots
+    assert restored.loans.states == whole.states, "the restore must equal a fold of the log"
+    assert restored.loans.quarantined == {}
+    # Only the last wave's events at most (its checkpoint's mark is where that wave began).
+    assert restored.events_read <= total_events // WAVES + 10, (restored.events_read, total_events)
+    snapshots = latest_snapshots(settings)
+    assert snapshots == {loan: state.next_seq - 1 for loan, state in whole.states.items()}
+
+
+def test_a_log_without_snapshots_is_folded_whole_and_every_loan_written_again(
+    kafka_bootstrap: str,
+) -> None:
+    settings = settings_for(kafka_bootstrap, processing_guarantee="at_least_once")
+    commands = repayment_cycle(loans=30, seed=15)
+    writer = Producer(settings.producer_config())
+    for (loan_id, _seq), value in sorted(oracle_events(commands).items()):
+        writer.produce(
+            settings.topic("ledger.events"), value, loan_id.encode(), partition=0,
+            headers=[(COMMAND_OFFSET, b"-1")],
+        )  # fmt: skip
+    writer.flush(10)
+
+    restored = restore_partition(settings, 0, committed=0)
+    decider = BatchDecider(settings, settings.policy(), Metrics())
+    decider.partitions[0], decider.checkpoints[0] = restored.loans, restored.checkpoints
+    written = decider.checkpoint()
+
+    assert not restored.from_snapshots
+    assert restored.events_read == len(oracle_events(commands))
+    assert {output.key for output in written} == {c.loan_id.encode() for c in commands}
+    marks = {decode_snapshot(output.value).events_from for output in written}  # type: ignore[union-attr]
+    assert marks == {0}, "until the baseline is acknowledged, a restore must fold the whole log"
+
+
+def test_an_unreadable_snapshot_makes_the_restore_fold_the_whole_log(
+    kafka_bootstrap: str,
+) -> None:
+    settings = settings_for(kafka_bootstrap, processing_guarantee="at_least_once")
+    command = repayment_cycle(loans=1, seed=16)[0]
+    event = oracle_events([command])[(command.loan_id, 1)]
+    writer = Producer(settings.producer_config())
+    writer.produce(settings.topic("ledger.events"), event, command.loan_id.encode(), partition=0)
+    writer.produce(settings.topic("ledger.loan-states"), b"{garbled", b"x", partition=0)
+    writer.flush(10)
+
+    restored = restore_partition(settings, 0, committed=0)
+
+    assert not restored.from_snapshots
+    assert set(restored.loans.states) == {command.loan_id}
