@@ -32,8 +32,14 @@ from streams.dlq import dead_letter_headers
 from streams.metrics import Metrics
 from streams.settings import LedgerSettings
 from streams.worker.commands import NotACommand, invalid_outcome, read_command
-from streams.worker.loop import Output
-from streams.worker.snapshots import COMMAND_OFFSET, Checkpoints, encode_loan, restore_partition
+from streams.worker.loop import Output, Restoration
+from streams.worker.snapshots import (
+    COMMAND_OFFSET,
+    Checkpoints,
+    Restored,
+    encode_loan,
+    restore_partition,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,25 +60,25 @@ class BatchDecider:
         self._loan_states = self.settings.topic(LOAN_STATES.name)
         self._dlq = self.settings.topic(DLQ.name)
 
-    def rebuild(self, committed: dict[int, int]) -> int:
-        read = 0
-        for partition, offset in committed.items():
-            started = time.monotonic()
-            restored = restore_partition(self.settings, partition, offset)
-            self.partitions[partition] = restored.loans
-            self.checkpoints[partition] = restored.checkpoints
-            read += restored.snapshots_read + restored.events_read
-            log.info(
-                "decider: partition %d restored, %d loans from %d snapshots and %d events "
-                "(%s) in %.1f s",
-                partition, len(restored.loans.states), restored.snapshots_read,
-                restored.events_read,
-                "from snapshots" if restored.from_snapshots else "whole log: snapshots follow",
-                time.monotonic() - started,
-            )  # fmt: skip
-            for quarantine in restored.loans.quarantined.values():
-                self._alert(partition, quarantine)
-        return read
+    def restore(self, partition: int, committed: int) -> Restoration:
+        started = time.monotonic()
+        restored = restore_partition(self.settings, partition, committed)
+        log.info(
+            "decider: partition %d read, %d loans from %d snapshots and %d events (%s) in %.1f s",
+            partition, len(restored.loans.states), restored.snapshots_read, restored.events_read,
+            "from snapshots" if restored.from_snapshots else "whole log: snapshots follow",
+            time.monotonic() - started,
+        )  # fmt: skip
+        return Restoration(
+            restored.snapshots_read + restored.events_read,
+            lambda: self._install(partition, restored),
+        )
+
+    def _install(self, partition: int, restored: Restored) -> None:
+        self.partitions[partition] = restored.loans
+        self.checkpoints[partition] = restored.checkpoints
+        for quarantine in restored.loans.quarantined.values():
+            self._alert(partition, quarantine)
 
     def forget(self, partitions: list[int]) -> None:
         for partition in partitions:

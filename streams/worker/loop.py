@@ -3,13 +3,15 @@
 Each batch's outputs and its input offsets are committed together: in one Kafka transaction
 under exactly_once (KIP-447: the offsets carry the consumer group's generation, so a zombie that
 lost its partitions cannot commit), or, under at_least_once, by waiting for every output's ack
-before committing the offsets. A stage keeps its state in memory and rebuilds it from the log
-whenever it is given partitions (`Stage.rebuild`), so a failed batch is undone by forgetting the
-state and rebuilding it from what was committed.
+before committing the offsets. A stage keeps its state in memory and restores it from the log
+whenever it is given partitions (`Stage.restore`, on a thread of its own while the partition is
+paused; assignment is cooperative-sticky), so a failed batch is undone by forgetting the state
+and restoring it from what was committed.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
@@ -60,14 +62,22 @@ class Output:
     headers: list[tuple[str, str | bytes | None]] | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Restoration:
+    """A partition's state read from the log, not yet taken into the stage."""
+
+    records: int  # records read
+    install: Callable[[], None]  # takes it into the stage; called on the loop's thread
+
+
 class Stage(Protocol):
     """What a loop runs: the decider or the projector."""
 
     input_topic: str
 
-    def rebuild(self, committed: dict[int, int]) -> int:
-        """Take these partitions (partition -> committed offset of the input) from the log;
-        the number of records read."""
+    def restore(self, partition: int, committed: int) -> Restoration:
+        """Read one partition's state from the log, given the committed offset of its input.
+        Runs on a restore thread: it must not touch the stage's own state (`install` does)."""
 
     def forget(self, partitions: list[int]) -> None:
         """Drop the state of partitions this process no longer owns."""
@@ -97,7 +107,9 @@ class BatchLoop:
     on_restore: Callable[[str, float, int], None] = lambda _role, _seconds, _read: None
     # Where the loop's consumer comes from: a test injects a broker's wrong answer here.
     make_consumer: Callable[[dict[str, Any]], Consumer] = Consumer
-    _assigned: set[int] = field(default_factory=set)
+    _assigned: set[int] = field(default_factory=set)  # restored and consumed
+    # Assigned, paused while restoring: partition -> (its restore, the committed offset)
+    _restoring: dict[int, tuple[Background, int]] = field(default_factory=dict)
     _delivery_errors: list[KafkaError] = field(default_factory=list)
     _producer: Producer | None = None
 
@@ -118,6 +130,7 @@ class BatchLoop:
         )
         try:
             while not stop.is_set():
+                self._take_restored(consumer)
                 batch = self._owned(consumer.consume(self.batch, timeout=POLL_S))
                 if batch:
                     self._process(consumer, producer, batch)
@@ -187,44 +200,64 @@ class BatchLoop:
         partitions = sorted(self._assigned)
         self.stage.forget(partitions)
         committed = committed_offsets(consumer, self.stage.input_topic, partitions)
-        self._restore(committed)
         for partition, offset in committed.items():
+            started = time.monotonic()
+            restoration = self.stage.restore(partition, offset)
+            restoration.install()
+            self.on_restore(self.role, time.monotonic() - started, restoration.records)
             consumer.seek(TopicPartition(self.stage.input_topic, partition, offset))
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        numbers = [tp.partition for tp in partitions]
-        started = time.monotonic()
-        committed = committed_offsets(consumer, self.stage.input_topic, numbers)
-        read = self._restore(committed)
-        # Resume exactly where the rebuild stopped: one read of the committed offsets decides
-        # both, so the state and the position can never disagree.
-        consumer.assign(
-            [TopicPartition(self.stage.input_topic, p, offset) for p, offset in committed.items()]
-        )
-        self._assigned.update(numbers)
-        log.info(
-            "%s: took partitions %s in %.1f s (%d records read)",
-            self.role, numbers, time.monotonic() - started, read,
-        )  # fmt: skip
+        """Cooperative-sticky hands over only the partitions that are new to us. Each starts
+        paused at its committed offset while a restore thread reads its state: the callback
+        returns at once, and the loop goes on polling (the group never waits on a restore)."""
+        topic = self.stage.input_topic
+        committed = committed_offsets(consumer, topic, [tp.partition for tp in partitions])
+        # One read of the committed offsets decides both where the restore stops and where the
+        # consumer resumes, so the state and the position can never disagree.
+        consumer.incremental_assign([TopicPartition(topic, p, o) for p, o in committed.items()])
+        consumer.pause([TopicPartition(topic, p) for p in committed])
+        for partition, offset in committed.items():
+            restore = Background(functools.partial(self._read, partition, offset))
+            self._restoring[partition] = (restore, offset)
+        log.info("%s: given partitions %s; restoring them", self.role, sorted(committed))
 
-    def _restore(self, committed: dict[int, int]) -> int:
+    def _read(self, partition: int, committed: int) -> tuple[Restoration, float]:
         started = time.monotonic()
-        read = self.stage.rebuild(committed)
-        self.on_restore(self.role, time.monotonic() - started, read)
-        return read
+        return self.stage.restore(partition, committed), time.monotonic() - started
+
+    def _take_restored(self, consumer: Consumer) -> None:
+        """Take in each partition whose restore has finished, and resume consuming it."""
+        for partition, (restore, committed) in list(self._restoring.items()):
+            if not restore.done():
+                continue
+            del self._restoring[partition]
+            restoration, seconds = restore.result()  # a failed restore ends the process
+            restoration.install()
+            self._assigned.add(partition)
+            # Back to the committed offset: anything fetched while paused was not kept.
+            at = TopicPartition(self.stage.input_topic, partition, committed)
+            consumer.seek(at)
+            consumer.resume([at])
+            self.on_restore(self.role, seconds, restoration.records)
+            log.info(
+                "%s: took partition %d in %.1f s (%d records read)",
+                self.role, partition, seconds, restoration.records,
+            )  # fmt: skip
 
     def _on_revoke(self, partitions: list[TopicPartition]) -> None:
         if self._producer is not None and not self.transactional:
             # Our last checkpoint lands before the next owner reads the snapshots.
             self._producer.flush(TXN_TIMEOUT_S)
-        numbers = [tp.partition for tp in partitions]
-        self._assigned.difference_update(numbers)
-        self.stage.forget(numbers)
+        self._on_lost(partitions)
 
     def _on_lost(self, partitions: list[TopicPartition]) -> None:
-        """Partitions taken without a revoke (our session expired): they are another's already,
-        so nothing more of ours is written for them."""
+        """Partitions taken from us (revoked, or lost when our session expired: then they are
+        another's already, and nothing more of ours is written for them). A restore still
+        running for one of them is left to finish and thrown away."""
         numbers = [tp.partition for tp in partitions]
+        for partition in numbers:
+            self._restoring.pop(partition, None)
         self._assigned.difference_update(numbers)
         self.stage.forget(numbers)
 
@@ -269,6 +302,9 @@ class BatchLoop:
             "max.partition.fetch.bytes": 4 * 1024 * 1024,
             "fetch.wait.max.ms": 10,
             "session.timeout.ms": int(self.settings.session_timeout_s * 1000),
+            # A rebalance moves only the partitions that change owner: the others keep their
+            # state and go on (with eager assignment every partition was dropped and restored).
+            "partition.assignment.strategy": "cooperative-sticky",
             "statistics.interval.ms": STATS_INTERVAL_MS,
             "stats_cb": self._report_lag,
         }
@@ -281,6 +317,32 @@ class BatchLoop:
                 "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
             }
         return config
+
+
+class Background:
+    """One call on a daemon thread (a restore): a process that is stopping never waits for it."""
+
+    def __init__(self, call: Callable[[], tuple[Restoration, float]]) -> None:
+        self._call = call
+        self._outcome: tuple[Restoration, float] | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True, name="restore")
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._outcome = self._call()
+        except BaseException as error:  # handed to the loop's thread by result()
+            self._error = error
+
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
+    def result(self) -> tuple[Restoration, float]:
+        if self._error is not None:
+            raise self._error
+        assert self._outcome is not None
+        return self._outcome
 
 
 def _next_offsets(batch: list[Message]) -> list[TopicPartition]:

@@ -24,7 +24,7 @@ from schemas.topics import BALANCES, DLQ, EVENTS
 from streams.dlq import dead_letter_headers
 from streams.metrics import Metrics
 from streams.settings import LedgerSettings
-from streams.worker.loop import Output
+from streams.worker.loop import Output, Restoration
 from streams.worker.restore import events_to_restore
 
 log = logging.getLogger(__name__)
@@ -57,17 +57,14 @@ class BatchProjector:
         self._balances = self.settings.topic(BALANCES.name)
         self._dlq = self.settings.topic(DLQ.name)
 
-    def rebuild(self, committed: dict[int, int]) -> int:
-        read = 0
-        for partition, offset in committed.items():
-            books = PartitionBooks()
-            with events_to_restore(self.settings, partition, stop=offset) as r:
-                for batch in r.batches():
-                    read += len(batch)
-                    for message in batch:
-                        self._fold(books, message)  # alerts were raised when first seen
-            self.books[partition] = books
-        return read
+    def restore(self, partition: int, committed: int) -> Restoration:
+        books, read = PartitionBooks(), 0
+        with events_to_restore(self.settings, partition, stop=committed) as reader:
+            for batch in reader.batches():
+                read += len(batch)
+                for message in batch:
+                    self._fold(books, message)  # alerts were raised when first seen
+        return Restoration(read, lambda: self.books.__setitem__(partition, books))
 
     def forget(self, partitions: list[int]) -> None:
         for partition in partitions:

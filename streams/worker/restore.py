@@ -1,6 +1,6 @@
 """Restore, the part every stage shares: where a partition resumes, and the events it rebuilds from.
 
-A stage's state is rebuilt from the log whenever it is given partitions (`Stage.rebuild`); what
+A stage's state is rebuilt from the log whenever it is given partitions (`Stage.restore`); what
 it rebuilds and where its consumer resumes must come from one read of the committed offsets, and
 the rebuild must read every record of every transaction those offsets cover. Both halves are
 here, so that no stage can do one without the other (issue 13: a decider once decided against

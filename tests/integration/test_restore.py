@@ -23,7 +23,7 @@ from streams.metrics import Metrics
 from streams.settings import LedgerSettings
 from streams.topics import ensure_topics
 from streams.worker.decider import BatchDecider
-from streams.worker.loop import BatchLoop
+from streams.worker.loop import BatchLoop, Restoration
 from streams.worker.restore import committed_offsets
 from streams.worker.snapshots import COMMAND_OFFSET
 from tests.integration.kafka_helpers import unique
@@ -86,9 +86,9 @@ class RecordingStage:
         self.rebuilt: list[dict[int, int]] = []
         self.first_offsets: list[int] = []
 
-    def rebuild(self, committed: dict[int, int]) -> int:
-        self.rebuilt.append(dict(committed))
-        return 0
+    def restore(self, partition: int, committed: int) -> Restoration:
+        self.rebuilt.append({partition: committed})
+        return Restoration(0, lambda: None)
 
     def forget(self, partitions: list[int]) -> None:
         pass
@@ -167,7 +167,7 @@ def test_a_rebuild_waits_for_the_commit_marker_of_a_transaction_its_offsets_cove
     writer.flush(10)  # written, not yet committed: the marker is what is held back
 
     decider = BatchDecider(settings, settings.policy(), Metrics())
-    rebuilt = threading.Thread(target=decider.rebuild, args=({0: 1},))
+    rebuilt = threading.Thread(target=lambda: decider.restore(0, 1).install())
     rebuilt.start()
     time.sleep(3)
     assert rebuilt.is_alive(), "the rebuild returned before the transaction it needs ended"
