@@ -3,7 +3,9 @@
 Measures, in one run on one broker, raw confluent-kafka against the ledger: baseline (raw
 produce, consume, decode), ingest (the client), pipeline (cycles per second under both
 guarantees, and through the gateway), latency (open-loop, produced -> balance visible), replay
-(`ledger replay` over a large log) and scale (two workers, the hot shared account). Prints a
+(`ledger replay` over a large log), scale (two workers, the hot shared account), restore (a
+partition of many loans from its snapshots, after a week and a year) and core (`decide` by a
+loan's age, memory per loan state, no broker). Prints a
 table (figure, value, ratio to raw, goal, met?) and writes it as JSON. Goals are reported, never
 asserted. Starts the local broker unless KAFKA_BOOTSTRAP_SERVERS or --bootstrap-servers names one;
 every section works on its own fresh topic prefix, deleted afterwards (--keep-topics keeps them).
@@ -23,7 +25,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from streams.dev.bench import baseline, ingest, latency, pipeline, replay, scale
+from streams.dev.bench import baseline, core, ingest, latency, pipeline, replay, restore, scale
 from streams.dev.bench.context import FULL, QUICK, Bench, machine
 from streams.dev.bench.corpus import Templates, templates
 from streams.dev.bench.results import Figure, Report, show
@@ -38,6 +40,8 @@ SECTIONS: dict[str, Section] = {
     "latency": lambda bench, report, _corpus: latency.run(bench, report),
     "replay": replay.run,
     "scale": lambda bench, report, _corpus: scale.run(bench, report),
+    "restore": lambda bench, report, _corpus: restore.run(bench, report),
+    "core": lambda bench, report, _corpus: core.run(bench, report),
 }
 
 
