@@ -4,6 +4,7 @@ import hashlib
 import json
 import uuid
 from datetime import date
+from typing import Any
 
 from schemas.commands import CommandBase
 
@@ -12,7 +13,23 @@ LEDGER_NAMESPACE = uuid.UUID("5b0c7d2e-3c4f-5a61-9e8d-7f6a5b4c3d2e")
 
 
 def _derived(*parts: object) -> str:
-    return uuid.uuid5(LEDGER_NAMESPACE, "/".join(str(part) for part in parts)).hex
+    """`uuid.uuid5(LEDGER_NAMESPACE, "/".join(parts)).hex`, computed without building UUID
+    objects: the decider derives several ids per command (tests/unit/test_identity.py checks
+    that both agree)."""
+    name = "/".join(str(part) for part in parts).encode()
+    digest = bytearray(_namespaced_sha1(name).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # the RFC 4122 variant
+    return digest.hex()
+
+
+def _namespaced_sha1(name: bytes) -> Any:
+    hashed = _NAMESPACE_SHA1.copy()
+    hashed.update(name)
+    return hashed
+
+
+_NAMESPACE_SHA1 = hashlib.sha1(LEDGER_NAMESPACE.bytes, usedforsecurity=False)
 
 
 def event_id(loan_id: str, command_id: str, seq: int) -> str:

@@ -21,10 +21,11 @@ def round_half_up(value: Fraction) -> int:
 def divide_round_half_up(numerator: int, denominator: int) -> int:
     """Return numerator / denominator exactly, rounded by `round_half_up` (halves away from zero).
 
-    The denominator must be positive.
+    The denominator must be positive. Integers only (no Fraction): schedules call it per row.
     """
     assert denominator > 0, f"denominator must be positive, got {denominator}"
-    return round_half_up(Fraction(numerator, denominator))
+    rounded = (abs(numerator) * 2 + denominator) // (denominator * 2)
+    return rounded if numerator >= 0 else -rounded
 
 
 def split_evenly(total_minor: int, parts: int) -> list[int]:

@@ -73,6 +73,11 @@ def monthly_rate(annual_rate_bps: int) -> Fraction:
     return Fraction(annual_rate_bps, BPS_PER_UNIT * MONTHS_PER_YEAR)
 
 
+def _interest_on(principal_minor: int, rate: Fraction) -> int:
+    """A month's interest, `round_half_up(principal_minor * rate)` in integers (per row)."""
+    return divide_round_half_up(principal_minor * rate.numerator, rate.denominator)
+
+
 def _annuity_payment(principal_minor: int, rate: Fraction, term_months: int) -> int:
     if rate == 0:
         return divide_round_half_up(principal_minor, term_months)
@@ -87,7 +92,7 @@ def _equal_installment_principals(principal_minor: int, rate: Fraction, term: in
     for _ in range(term - 1):
         # For tiny principals the rounded-up payment can repay the loan early; capping keeps
         # every later principal part at zero instead of driving the last one negative.
-        part = min(payment - round_half_up(remaining * rate), remaining)
+        part = min(payment - _interest_on(remaining, rate), remaining)
         parts.append(part)
         remaining -= part
     return [*parts, remaining]
@@ -128,7 +133,7 @@ def build_schedule(
                 number=index + 1,
                 due_date=add_months(first_due_date, index),
                 principal_minor=part,
-                interest_minor=round_half_up(remaining * rate),
+                interest_minor=_interest_on(remaining, rate),
                 fee_minor=fee_per_installment_minor,
             )
         )

@@ -15,6 +15,7 @@ goes on.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -59,6 +60,9 @@ class BatchDecider:
         self._outcomes = self.settings.topic(OUTCOMES.name)
         self._loan_states = self.settings.topic(LOAN_STATES.name)
         self._dlq = self.settings.topic(DLQ.name)
+        self._count_command = functools.cache(self.metrics.commands.labels)
+        self._count_outcome = functools.cache(self.metrics.outcomes.labels)
+        self._count_event = functools.cache(self.metrics.events.labels)
 
     def restore(self, partition: int, committed: int) -> Restoration:
         started = time.monotonic()
@@ -140,12 +144,13 @@ class BatchDecider:
         return Output(self._outcomes, partition, command.loan_id.encode(), value)
 
     def _count(self, command: Command, decision: Decision) -> None:
-        self.metrics.commands.labels(type=command.type).inc()
+        """Per command: counting through `labels()` cost a tenth of deciding, so the children
+        are looked up once per label value."""
         outcome = decision.outcome
-        reason = str(outcome.reason or "")
-        self.metrics.outcomes.labels(status=outcome.status.value, reason=reason).inc()
+        self._count_command(command.type).inc()
+        self._count_outcome(outcome.status.value, str(outcome.reason or "")).inc()
         for event in decision.events:
-            self.metrics.events.labels(type=event.type).inc()
+            self._count_event(event.type).inc()
 
     def _refuse(self, message: Message, why: NotACommand) -> list[Output]:
         partition, offset = message.partition() or 0, message.offset() or 0
