@@ -58,6 +58,7 @@ from tests.support.chaos import (
     coordinator_partition,
     installments_overcharged,
     last_offsets,
+    restores_logged,
 )
 from tests.support.oracle import oracle_events
 
@@ -153,6 +154,7 @@ def test_nothing_lost_doubled_or_debited_twice_through_process_and_broker_faults
             *(f"  {fault}" for fault in faults),
             f"restarts by the supervisor: {dict(Counter(n for n, _ in pipeline.restarts))}, "
             f"exit codes {dict(exits)}",
+            f"restores: {restores_logged(pipeline.workdir.glob('w*.log'))}",
             "checks:",
             f"  accepted commands lost: 0 ({distinct:,} command ids on the log, "
             f"{len(commands) - distinct:,} records of them repeats; each has an outcome and "

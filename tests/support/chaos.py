@@ -4,9 +4,11 @@ ground truth: no group of installments charged more than it owed."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections import Counter
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from confluent_kafka import (
@@ -191,3 +193,23 @@ def _refunded_by_order(events: list[dict[str, Any]]) -> Counter[str]:
             refund = started[event["refund_id"]]
             refunded[refund["order_id"]] += refund["amount_minor"]
     return refunded
+
+
+RESTORE_LINE = re.compile(r"(decider|projector): took partition \d+ in ([0-9.]+) s \((\d+) records")
+
+
+def restores_logged(logs: Iterable[Path]) -> str:
+    """Each stage's restores, as the workers logged them: how many, the longest, records read."""
+    found: dict[str, list[tuple[float, int]]] = {}
+    for path in logs:
+        for match in RESTORE_LINE.finditer(path.read_text(errors="replace")):
+            found.setdefault(match[1], []).append((float(match[2]), int(match[3])))
+    parts = []
+    for stage, restores in sorted(found.items()):
+        seconds = [s for s, _ in restores]
+        records = sorted(r for _, r in restores)
+        parts.append(
+            f"{stage} {len(restores)}, longest {max(seconds):.1f} s, records read median "
+            f"{records[len(records) // 2]:,} max {records[-1]:,}"
+        )
+    return "; ".join(parts) or "none logged"
