@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from pydantic import TypeAdapter
 
 from schemas.balances import BalanceRecord
@@ -27,11 +28,23 @@ TOPIC_VALUES: dict[str, Any] = {
 }
 
 
+def _loan_snapshot_schema() -> dict[str, Any]:
+    """`ledger.loan-states` holds the decider's own msgspec Structs (`ledger/snapshot.py`)."""
+    from ledger.snapshot import LoanSnapshot  # the only import of the core from schemas/
+
+    schema: dict[str, Any] = msgspec.json.schema(LoanSnapshot)
+    return schema
+
+
 def render() -> dict[str, str]:
     """File name -> JSON text, for every topic whose value is JSON we define."""
     files = {}
-    for topic, model in TOPIC_VALUES.items():
-        schema = TypeAdapter(model).json_schema(mode="serialization")
+    schemas = {
+        topic: TypeAdapter(model).json_schema(mode="serialization")
+        for topic, model in TOPIC_VALUES.items()
+    }
+    schemas["ledger.loan-states"] = _loan_snapshot_schema()
+    for topic, schema in schemas.items():
         schema = {
             "$schema": "https://json-schema.org/draft/2020-12/schema",
             "title": topic,
@@ -53,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     OUTPUT.mkdir(exist_ok=True)
     for name, text in render().items():
         (OUTPUT / name).write_text(text)
-    print(f"wrote {len(TOPIC_VALUES)} schemas to {OUTPUT}")
+    print(f"wrote {len(TOPIC_VALUES) + 1} schemas to {OUTPUT}")
     return 0
 
 
