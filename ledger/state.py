@@ -151,6 +151,13 @@ class LoanState(Frozen, frozen=True, kw_only=True, gc=False):
         return self.opened and all(row.owed_minor == 0 for row in self.installments)
 
     @property
+    def at_rest(self) -> bool:
+        """Paid off, with no attempt in flight and no refund pending: only a late finding (a
+        reversal, a duplicate debit) can still change it."""
+        pending = any(refund.status is RefundStatus.PENDING for refund in self.refunds)
+        return self.paid_off and self.in_flight is None and not pending
+
+    @property
     def in_flight(self) -> Attempt | None:
         return next((a for a in self.attempts if a.status is AttemptStatus.DEDUCTING), None)
 

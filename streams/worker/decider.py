@@ -37,6 +37,7 @@ from streams.worker.loop import Output, Restoration
 from streams.worker.snapshots import (
     COMMAND_OFFSET,
     Checkpoints,
+    Resting,
     Restored,
     encode_loan,
     restore_partition,
@@ -53,6 +54,7 @@ class BatchDecider:
     input_topic: str = ""
     partitions: dict[int, LoanLog] = field(default_factory=dict)
     checkpoints: dict[int, Checkpoints] = field(default_factory=dict)
+    resting: dict[int, Resting] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.input_topic = self.settings.topic("ledger.commands")
@@ -81,6 +83,7 @@ class BatchDecider:
     def _install(self, partition: int, restored: Restored) -> None:
         self.partitions[partition] = restored.loans
         self.checkpoints[partition] = restored.checkpoints
+        self.resting[partition] = restored.resting
         for quarantine in restored.loans.quarantined.values():
             self._alert(partition, quarantine)
 
@@ -88,6 +91,7 @@ class BatchDecider:
         for partition in partitions:
             self.partitions.pop(partition, None)
             self.checkpoints.pop(partition, None)
+            self.resting.pop(partition, None)
 
     def handle(self, batch: list[Message]) -> list[Output]:
         for checkpoints in self.checkpoints.values():
@@ -102,11 +106,15 @@ class BatchDecider:
         partition). Called once the batch's offsets are committed, or inside its transaction."""
         outputs: list[Output] = []
         for partition, checkpoints in self.checkpoints.items():
-            loans, events_from = checkpoints.take()
+            loans, resting = self.partitions[partition], self.resting[partition]
+            taken, events_from = checkpoints.take()
             offset = checkpoints.command_offset
-            for loan_id in loans:
-                value = encode_loan(self.partitions[partition], loan_id, events_from, offset)
+            for loan_id in taken:
+                value = encode_loan(loans, loan_id, events_from, offset)
                 outputs.append(Output(self._loan_states, partition, loan_id.encode(), value))
+                state = loans.states.get(loan_id)
+                if state is not None and state.at_rest and loan_id not in loans.quarantined:
+                    resting.keep(loans, loan_id, value)  # its snapshot is written: pack it
         return outputs
 
     def written(self, topic: str, partition: int, offset: int) -> None:
@@ -125,6 +133,7 @@ class BatchDecider:
         loans = self.partitions[partition]
         if command.loan_id in loans.quarantined:
             return [self._outcome(partition, command, quarantined_outcome(command))]
+        self.resting[partition].wake(loans, command.loan_id)
         state = loans.states.get(command.loan_id) or initial_state(command.loan_id)
         decision = decide(state, command, self.policy)
         if decision.events:

@@ -18,15 +18,29 @@ from hypothesis import strategies as st
 from ledger.sequence import LoanLog, Quarantine, Verdict
 from ledger.snapshot import decode_snapshot
 from schemas.commands import Command
-from schemas.events import parse_event
+from schemas.events import encode_event, parse_event
 from streams.metrics import Metrics
 from streams.settings import LedgerSettings
 from streams.worker import snapshots
 from streams.worker.decider import BatchDecider
 from streams.worker.loop import Output, _next_offsets
 from streams.worker.projector import BatchProjector, PartitionBooks
-from streams.worker.snapshots import COMMAND_OFFSET, Checkpoints, command_offset, fold_one
-from tests.support.builders import close_day, open_loan
+from streams.worker.snapshots import (
+    COMMAND_OFFSET,
+    Checkpoints,
+    Resting,
+    command_offset,
+    fold_one,
+)
+from tests.support.builders import (
+    FIRST_DUE,
+    close_day,
+    duplicate_debit,
+    open_loan,
+    request,
+    success,
+    when,
+)
 from tests.support.oracle import oracle_events
 from tests.support.workload import repayment_cycle
 
@@ -54,6 +68,7 @@ def a_decider() -> BatchDecider:
     decider = BatchDecider(SETTINGS, SETTINGS.policy(), Metrics())
     decider.partitions[0] = LoanLog()  # what `rebuild` leaves for a partition with an empty log
     decider.checkpoints[0] = Checkpoints(events_end=0, pending_from=0)
+    decider.resting[0] = Resting()
     return decider
 
 
@@ -253,3 +268,39 @@ def test_loans_left_for_a_later_checkpoint_keep_their_earlier_mark(
     second = decider.checkpoint()
     assert [len(first), len(second)] == [2, 2]
     assert {decode_snapshot(o.value).events_from for o in first + second} == {7}  # type: ignore[union-attr]
+
+
+def test_a_loan_at_rest_leaves_memory_once_its_snapshot_is_written_and_wakes_for_a_command() -> (
+    None
+):
+    """Paid off with nothing in flight, a loan is kept packed (its compressed snapshot); a
+    later command for it is decided exactly as on the unpacked state."""
+    decider = a_decider()
+    loan = "L-rest"
+    decider.handle(
+        command_records(
+            [
+                open_loan("o", loan_id=loan, term_months=1),
+                close_day(FIRST_DUE, loan_id=loan),
+                request("r1", loan_id=loan),
+            ]
+        )
+    )
+    attempt = decider.partitions[0].states[loan].in_flight
+    assert attempt is not None
+    paid = success("ok", attempt.attempt_id, attempt.amount_minor, loan_id=loan)
+    decider.handle(command_records([paid]))
+    awake = decider.partitions[0].states[loan]
+    assert awake.at_rest
+
+    decider.checkpoint()
+
+    assert loan not in decider.partitions[0].states
+    assert loan in decider.resting[0]
+    late = duplicate_debit("dup", attempt.attempt_id, 500, loan_id=loan)
+    answers = decider.handle(command_records([late]))
+    expected = when(awake, late)
+    assert [o.value for o in answers if o.topic == EVENTS] == [
+        encode_event(event) for event in expected.events
+    ]
+    assert decider.partitions[0].states[loan] == expected.state

@@ -7,7 +7,8 @@ punctual borrower does. Measured in this process, with no broker:
   median of many timed calls on the same state; deciding never changes its input);
 - the memory one-year loan states hold (the issue's loan: 12,000.00 CNY over 12 months, a year of
   business days; tracemalloc over `loans` of them), and the size of one loan's snapshot
-  (`ledger.snapshot`) as the decider writes it.
+  (`ledger.snapshot`) as the decider writes it; a paid-off loan is kept packed (its snapshot,
+  compressed: `streams.worker.snapshots.Resting`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import statistics
 import time
 import tracemalloc
+import zlib
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as clock
 
@@ -168,11 +170,22 @@ def run(bench: Bench, report: Report) -> None:
         )
     )  # fmt: skip
     report.add(Figure(SECTION, "snapshot of a one-year loan", snapshot_bytes, "bytes"))
+    paid = PunctualLoan("at-rest", term_months=12)
+    paid.live(370)  # the twelfth installment paid on day 365
+    assert paid.state.at_rest, "a punctual 12-month loan is paid off within the year"
+    packed = len(zlib.compress(encode_snapshot(paid.state, events_from=0), 1))
+    report.add(
+        Figure(
+            SECTION, "a paid-off loan at rest, packed in memory", packed / 1024, "KiB",
+            goal=Goal("<= 16 KiB", at_most=16), note="its snapshot, zlib level 1",
+        )
+    )  # fmt: skip
     report.details[SECTION] = {
         "decide_us_1_day": day_one,
         "decide_us_3_years": three_years,
         "memory_kib_per_one_year_loan": per_loan,
         "memory_kib_per_one_year_punctual_loan": punctual,
+        "packed_kib_per_loan_at_rest": packed / 1024,
         "snapshot_bytes_one_year_loan": snapshot_bytes,
         "loans": loans,
     }
