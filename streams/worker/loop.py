@@ -85,9 +85,10 @@ class Stage(Protocol):
     def handle(self, batch: list[Message]) -> list[Output]:
         """The outputs of a batch of input records, in order; updates the in-memory state."""
 
-    def checkpoint(self) -> list[Output]:
+    def checkpoint(self, force: bool = False) -> list[Output]:
         """What to write once the batch is committed (inside its transaction under exactly_once,
-        after its offsets are committed under at_least_once): the decider's snapshots."""
+        after its offsets are committed under at_least_once): the decider's snapshots. `force`
+        when the process stops or gives partitions up, so that the next owner reads little."""
 
     def written(self, topic: str, partition: int, offset: int) -> None:
         """One of the outputs reached the log at `offset`."""
@@ -112,6 +113,7 @@ class BatchLoop:
     _restoring: dict[int, tuple[Background, int]] = field(default_factory=dict)
     _delivery_errors: list[KafkaError] = field(default_factory=list)
     _producer: Producer | None = None
+    _committed: bool = True  # the last batch's offsets were committed (at_least_once)
 
     @property
     def transactional(self) -> bool:
@@ -135,9 +137,37 @@ class BatchLoop:
                 if batch:
                     self._process(consumer, producer, batch)
                     self.on_batch(len(batch))
+            self._last_checkpoint(consumer, producer)
         finally:
             consumer.close()
             producer.flush(TXN_TIMEOUT_S)
+
+    def _last_checkpoint(self, consumer: Consumer, producer: Producer) -> None:
+        """On a clean stop, everything changed since the last checkpoint is written, if the
+        last batch's offsets were committed. Under exactly_once, in a transaction of its own
+        that carries the consumer's positions (the same offsets again), so that a member of an
+        old generation is fenced instead of writing snapshots of partitions it lost."""
+        if not self._committed:
+            return
+        outputs = self.stage.checkpoint(force=True)
+        if not outputs:
+            return
+        if not self.transactional:
+            self._send(producer, outputs)
+            return
+        topic = self.stage.input_topic
+        asked = [TopicPartition(topic, p) for p in sorted(self._assigned)]
+        positions = [tp for tp in consumer.position(asked) if tp.offset >= 0]
+        if not positions:
+            return  # nothing consumed since the restore: nothing to fence with, nor to write
+        producer.begin_transaction()
+        try:
+            self._send(producer, outputs)
+            group = consumer.consumer_group_metadata()
+            producer.send_offsets_to_transaction(positions, group, TXN_TIMEOUT_S)
+            producer.commit_transaction(TXN_TIMEOUT_S)
+        except KafkaException as error:  # the next owner restores from the earlier marks
+            log.warning("%s: the last checkpoint was not written (%s)", self.role, error)
 
     def _process(self, consumer: Consumer, producer: Producer, batch: list[Message]) -> None:
         offsets = _next_offsets(batch)
@@ -149,7 +179,8 @@ class BatchLoop:
             # told: its checkpoint waits (the loans stay to write), so that a late write cannot
             # land after the next owner's.
             fresh = time.monotonic() - started < self.settings.session_timeout_s / 2
-            if _commit(consumer, offsets) and fresh:
+            self._committed = _commit(consumer, offsets)
+            if self._committed and fresh:
                 self._send(producer, self.stage.checkpoint())
             return
         producer.begin_transaction()
@@ -247,7 +278,10 @@ class BatchLoop:
 
     def _on_revoke(self, partitions: list[TopicPartition]) -> None:
         if self._producer is not None and not self.transactional:
-            # Our last checkpoint lands before the next owner reads the snapshots.
+            # What we changed is written, and lands, before the next owner reads the snapshots
+            # (never after a refused commit: the snapshots would be ahead of the offsets).
+            if self._committed:
+                self._send(self._producer, self.stage.checkpoint(force=True))
             self._producer.flush(TXN_TIMEOUT_S)
         self._on_lost(partitions)
 

@@ -97,7 +97,7 @@ class RecordingStage:
         self.first_offsets.extend(message.offset() for message in batch)
         return []
 
-    def checkpoint(self) -> list[Any]:
+    def checkpoint(self, force: bool = False) -> list[Any]:
         return []
 
     def written(self, topic: str, partition: int, offset: int) -> None:

@@ -21,7 +21,7 @@ from schemas.events import parse_event
 from streams.logread import LogReader
 from streams.metrics import Metrics
 from streams.settings import LedgerSettings
-from streams.worker.decider import BatchDecider
+from streams.worker.decider import CHECKPOINT_INTERVAL_S, BatchDecider
 from streams.worker.loop import BatchLoop
 from streams.worker.restore import committed_offsets
 from streams.worker.snapshots import COMMAND_OFFSET, restore_partition
@@ -56,11 +56,13 @@ def latest_snapshots(settings: LedgerSettings) -> dict[str, int]:
     return found
 
 
-def decide_in_waves(settings: LedgerSettings) -> int:
-    """Run a decider loop over the workload, sent in waves; the commands sent."""
+def decide_in_waves(settings: LedgerSettings, checkpoint_interval_s: float) -> int:
+    """Run a decider loop over the workload, sent in waves, then stop it; the commands sent."""
     commands = repayment_cycle(loans=LOANS, seed=14)
     topic = settings.topic("ledger.commands")
-    decider = BatchDecider(settings, settings.policy(), Metrics())
+    decider = BatchDecider(
+        settings, settings.policy(), Metrics(), checkpoint_interval_s=checkpoint_interval_s
+    )
     loop = BatchLoop(settings, decider, "decider", "snap-1")
     stop = threading.Event()
     runner = threading.Thread(target=loop.run, args=(stop,))
@@ -106,8 +108,9 @@ def committed(settings: LedgerSettings) -> int:
 def test_a_restore_reads_the_snapshots_and_only_the_events_after_them(
     kafka_bootstrap: str, guarantee: str
 ) -> None:
+    """A checkpoint after every batch (interval 0): the last mark is where the last wave began."""
     settings = settings_for(kafka_bootstrap, processing_guarantee=guarantee)
-    sent = decide_in_waves(settings)
+    sent = decide_in_waves(settings, checkpoint_interval_s=0)
     assert committed(settings) == sent
     whole = whole_log_fold(settings)
     total_events = sum(state.next_seq - 1 for state in whole.states.values())
@@ -122,6 +125,26 @@ def test_a_restore_reads_the_snapshots_and_only_the_events_after_them(
     assert restored.events_read <= total_events // WAVES + 10, (restored.events_read, total_events)
     snapshots = latest_snapshots(settings)
     assert snapshots == {loan: state.next_seq - 1 for loan, state in whole.states.items()}
+
+
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
+def test_with_the_default_interval_a_stop_writes_the_last_checkpoint_and_nothing_is_missed(
+    kafka_bootstrap: str, guarantee: str
+) -> None:
+    """Waves well within one interval: only the first batch and the stop write snapshots, and
+    the restore still ends with exactly the states of a fold of the whole log."""
+    settings = settings_for(kafka_bootstrap, processing_guarantee=guarantee)
+    sent = decide_in_waves(settings, checkpoint_interval_s=CHECKPOINT_INTERVAL_S)
+    whole = whole_log_fold(settings)
+
+    restored = restore_partition(settings, 0, committed(settings))
+
+    assert committed(settings) == sent
+    assert restored.from_snapshots
+    assert restored.loans.states | restored.resting.states() == whole.states
+    assert latest_snapshots(settings) == {
+        loan: state.next_seq - 1 for loan, state in whole.states.items()
+    }, "the stop must write every loan changed since the last checkpoint"
 
 
 def test_a_log_without_snapshots_is_folded_whole_and_every_loan_written_again(

@@ -65,7 +65,7 @@ def command_records(commands: list[Command], partition: int = 0) -> list[Message
 
 
 def a_decider() -> BatchDecider:
-    decider = BatchDecider(SETTINGS, SETTINGS.policy(), Metrics())
+    decider = BatchDecider(SETTINGS, SETTINGS.policy(), Metrics(), checkpoint_interval_s=0)
     decider.partitions[0] = LoanLog()  # what `rebuild` leaves for a partition with an empty log
     decider.checkpoints[0] = Checkpoints(events_end=0, pending_from=0)
     decider.resting[0] = Resting()
