@@ -168,6 +168,8 @@ class BatchLoop:
             producer.commit_transaction(TXN_TIMEOUT_S)
         except KafkaException as error:  # the next owner restores from the earlier marks
             log.warning("%s: the last checkpoint was not written (%s)", self.role, error)
+            if error.args[0].txn_requires_abort():  # else fenced: nothing is left to abort
+                producer.abort_transaction(TXN_TIMEOUT_S)
 
     def _process(self, consumer: Consumer, producer: Producer, batch: list[Message]) -> None:
         offsets = _next_offsets(batch)
