@@ -171,27 +171,42 @@ def _read_snapshots(
     """The latest snapshot of each loan, the offset the events must be read from, and the
     records read; None when the partition cannot be restored from them."""
     latest: dict[str, LoanSnapshot] = {}
-    last, out_of_order, highest_command, read = 0, None, -1, 0
-    with LogReader(
-        settings, LOAN_STATES.name, partitions=[partition], whole_transactions=True
-    ) as r:
-        for batch in r.batches():
+    mark, read = Mark(), 0
+    reader = LogReader(settings, LOAN_STATES.name, partitions=[partition], whole_transactions=True)
+    with reader:
+        for batch in reader.batches():
             read += len(batch)
             for message in batch:
                 snapshot = _decode(message)
                 if snapshot is None:
                     return None
                 latest[snapshot.loan_id] = snapshot
-                last = snapshot.events_from
-                if snapshot.command_offset < highest_command:
-                    # Written out of order (a paused process's late write, at_least_once): the
-                    # events its loan needs start no later than its own mark.
-                    out_of_order = min(last, out_of_order if out_of_order is not None else last)
-                highest_command = max(highest_command, snapshot.command_offset)
-    start = last if out_of_order is None else min(last, out_of_order)
-    if start <= 0:
-        return None
-    return latest, start, read
+                mark.saw(snapshot)
+    start = mark.start
+    return None if start <= 0 else (latest, start, read)
+
+
+@dataclass
+class Mark:
+    """Where a restore reads the events from, given the snapshot records in offset order: the
+    last record's mark, lowered by any record written out of order (a commands offset lower than
+    one before it: a paused process's late write under at_least_once), since the events its
+    loan needs start no later than its own mark. 0 means: fold the whole log."""
+
+    last: int = 0
+    lowest_late: int | None = None
+    highest_command: int = -1
+
+    def saw(self, snapshot: LoanSnapshot) -> None:
+        self.last = snapshot.events_from
+        if snapshot.command_offset < self.highest_command:
+            late = self.lowest_late
+            self.lowest_late = self.last if late is None else min(late, self.last)
+        self.highest_command = max(self.highest_command, snapshot.command_offset)
+
+    @property
+    def start(self) -> int:
+        return self.last if self.lowest_late is None else min(self.last, self.lowest_late)
 
 
 def _decode(message: Message) -> LoanSnapshot | None:

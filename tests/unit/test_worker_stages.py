@@ -15,8 +15,9 @@ from confluent_kafka import Message
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ledger import initial_state
 from ledger.sequence import LoanLog, Quarantine, Verdict
-from ledger.snapshot import decode_snapshot
+from ledger.snapshot import LoanSnapshot, decode_snapshot
 from schemas.commands import Command
 from schemas.events import encode_event, parse_event
 from streams.metrics import Metrics
@@ -28,6 +29,7 @@ from streams.worker.projector import BatchProjector, PartitionBooks
 from streams.worker.snapshots import (
     COMMAND_OFFSET,
     Checkpoints,
+    Mark,
     Resting,
     command_offset,
     fold_one,
@@ -304,3 +306,30 @@ def test_a_loan_at_rest_leaves_memory_once_its_snapshot_is_written_and_wakes_for
         encode_event(event) for event in expected.events
     ]
     assert decider.partitions[0].states[loan] == expected.state
+
+
+def _record(events_from: int, command_offset: int) -> LoanSnapshot:
+    state = initial_state("L1")
+    return LoanSnapshot(
+        loan_id="L1", seq=0, events_from=events_from, command_offset=command_offset, state=state
+    )
+
+
+def test_a_restore_reads_from_the_last_records_mark() -> None:
+    mark = Mark()
+    for events_from, committed in ((10, 5), (40, 9), (70, 12)):
+        mark.saw(_record(events_from, committed))
+    assert mark.start == 70
+
+
+def test_a_record_written_out_of_order_lowers_the_mark_to_its_own() -> None:
+    """A paused process's late checkpoint (commands offset 9, after one at 12) lands after a
+    newer one: its loan's later events start no later than its mark (40)."""
+    mark = Mark()
+    for events_from, committed in ((10, 5), (70, 12), (40, 9), (90, 15)):
+        mark.saw(_record(events_from, committed))
+    assert mark.start == 40
+
+
+def test_no_record_means_the_whole_log() -> None:
+    assert Mark().start == 0
