@@ -47,6 +47,12 @@ class ProcessSettings(BaseModel):
         default=20.0, gt=0, description="a graceful stop is ended after this"
     )
     metrics_port: int = Field(default=0, ge=0, le=65535, description="Prometheus port; 0 = off")
+    snapshot_interval_s: float = Field(
+        default=5.0,
+        ge=0,
+        le=300,
+        description="the decider writes its loan snapshots at most this often (0: every batch)",
+    )
     log_level: Literal["crit", "error", "warn", "info", "debug"] = "warn"
 
 

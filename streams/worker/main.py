@@ -30,7 +30,9 @@ def run_worker(settings: LedgerSettings) -> None:
     stop = threading.Event()
     failures: list[BaseException] = []
     stages: dict[str, Stage] = {
-        "decider": BatchDecider(settings, settings.policy(), metrics),
+        "decider": BatchDecider(
+            settings, settings.policy(), metrics, checkpoint_interval_s=settings.snapshot_interval_s
+        ),
         "projector": BatchProjector(settings, metrics),
     }
     loops = [
