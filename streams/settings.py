@@ -48,7 +48,7 @@ class ProcessSettings(BaseModel):
     )
     metrics_port: int = Field(default=0, ge=0, le=65535, description="Prometheus port; 0 = off")
     snapshot_interval_s: float = Field(
-        default=5.0,
+        default=0.0,
         ge=0,
         le=300,
         description="the decider writes its loan snapshots at most this often (0: every batch)",

@@ -21,7 +21,7 @@ from schemas.events import parse_event
 from streams.logread import LogReader
 from streams.metrics import Metrics
 from streams.settings import LedgerSettings
-from streams.worker.decider import CHECKPOINT_INTERVAL_S, BatchDecider
+from streams.worker.decider import BatchDecider
 from streams.worker.loop import BatchLoop
 from streams.worker.restore import committed_offsets
 from streams.worker.snapshots import COMMAND_OFFSET, restore_partition
@@ -128,13 +128,13 @@ def test_a_restore_reads_the_snapshots_and_only_the_events_after_them(
 
 
 @pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
-def test_with_the_default_interval_a_stop_writes_the_last_checkpoint_and_nothing_is_missed(
+def test_with_an_interval_a_stop_writes_the_last_checkpoint_and_nothing_is_missed(
     kafka_bootstrap: str, guarantee: str
 ) -> None:
-    """Waves well within one interval: only the first batch and the stop write snapshots, and
-    the restore still ends with exactly the states of a fold of the whole log."""
+    """Waves well within one interval of 30 s: only the first batch and the stop write
+    snapshots, and the restore still ends with exactly the states of a fold of the log."""
     settings = settings_for(kafka_bootstrap, processing_guarantee=guarantee)
-    sent = decide_in_waves(settings, checkpoint_interval_s=CHECKPOINT_INTERVAL_S)
+    sent = decide_in_waves(settings, checkpoint_interval_s=30)
     whole = whole_log_fold(settings)
 
     restored = restore_partition(settings, 0, committed(settings))
