@@ -138,12 +138,9 @@ def encode_loan(loans: LoanLog, loan_id: str, events_from: int, command_offset: 
 def restore_partition(settings: LedgerSettings, partition: int, committed: int) -> Restored:
     """Every loan of the partition as the commands below `committed` left it."""
     loans = LoanLog()
-    found = _read_snapshots(settings, partition)
-    start = 0
-    if found is not None:
-        snapshots, start, _read = found
-        for snapshot in snapshots.values():
-            resume(loans, snapshot)
+    snapshots, start, read = _read_snapshots(settings, partition) or ({}, 0, 0)
+    for snapshot in snapshots.values():
+        resume(loans, snapshot)
     touched: dict[str, None] = {}
     events = 0
     with events_to_restore(settings, partition, start=start) as reader:
@@ -159,7 +156,6 @@ def restore_partition(settings: LedgerSettings, partition: int, committed: int) 
     if start == 0:  # a baseline: every loan is written again
         touched = dict.fromkeys([*loans.states, *loans.quarantined])
     checkpoints = Checkpoints(end, start, committed, touched)
-    read = 0 if found is None else found[2]
     resting = Resting()
     resting.lay_down(loans, but=touched)
     return Restored(loans, checkpoints, resting, read, events, from_snapshots=start > 0)
