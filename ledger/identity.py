@@ -6,7 +6,7 @@ import uuid
 from datetime import date
 from typing import Any
 
-from schemas.commands import CommandBase
+from schemas.base import WireModel
 
 # Fixed forever: changing it would change every id the ledger ever derived.
 LEDGER_NAMESPACE = uuid.UUID("5b0c7d2e-3c4f-5a61-9e8d-7f6a5b4c3d2e")
@@ -54,7 +54,7 @@ def auto_debit_command_id(loan_id: str, installment: int, business_date: date) -
     return "auto-debit:" + _derived("auto-debit", loan_id, installment, business_date.isoformat())
 
 
-def payload_hash(command: CommandBase) -> str:
+def payload_hash(command: WireModel) -> str:
     """Hash of what the command asks for. `issued_at` is left out: a client retrying the same
     request with a fresh timestamp is still the same request."""
     payload = command.model_dump(mode="json", exclude={"issued_at"})

@@ -6,6 +6,9 @@ partition a restore must start reading (`events_from`: see docs/design.md, "Snap
 quarantined loan's record says so instead of carrying a state, so that a restore from snapshots
 keeps it quarantined.
 
+One more record per partition, under `CLOCK_KEY` (never a loan id), holds the partition's business
+clock (`ledger.business_clock`): the last tick it accepted, as of a commands offset.
+
 The value is versioned. A reader upcasts an older version it knows how to; a version it does not
 know (older or newer) is `None`, and the partition is then rebuilt from its events.
 """
@@ -14,10 +17,12 @@ from __future__ import annotations
 
 import msgspec
 
+from ledger.business_clock import BusinessClock
 from ledger.sequence import LoanLog, Quarantine
 from ledger.state import LoanState
 
 SNAPSHOT_VERSION = 1
+CLOCK_KEY = "~business-clock"  # "~" is outside the loan id alphabet: no loan has this key
 
 
 class LoanSnapshot(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -35,12 +40,20 @@ class LoanSnapshot(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
         )
 
 
+class ClockSnapshot(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    version: int = SNAPSHOT_VERSION
+    clock: BusinessClock
+    events_from: int  # as a loan snapshot's, so that the record can be the last one read
+    command_offset: int  # the clock reflects every tick below this commands offset
+
+
 class _Version(msgspec.Struct):
     version: int
 
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(LoanSnapshot)
+_clock_decoder = msgspec.json.Decoder(ClockSnapshot)
 _version = msgspec.json.Decoder(_Version)
 
 
@@ -85,3 +98,16 @@ def decode_snapshot(value: bytes) -> LoanSnapshot | None:
     if _version.decode(value).version != SNAPSHOT_VERSION:
         return None  # no older version exists yet; an upcaster per version goes here
     return _decoder.decode(value)
+
+
+def encode_clock(clock: BusinessClock, events_from: int, command_offset: int) -> bytes:
+    return _encoder.encode(
+        ClockSnapshot(clock=clock, events_from=events_from, command_offset=command_offset)
+    )
+
+
+def decode_clock(value: bytes) -> ClockSnapshot | None:
+    """As `decode_snapshot`, for the record under `CLOCK_KEY`."""
+    if _version.decode(value).version != SNAPSHOT_VERSION:
+        return None
+    return _clock_decoder.decode(value)

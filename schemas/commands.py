@@ -1,8 +1,10 @@
 """Commands: what upstream services, the scheduler, the gateway and reconciliation ask for.
 
 Public commands (any upstream service may send them): OpenLoan, RequestRepayment,
-CloseBusinessDay. The others are internal: the gateway reports what a payment channel answered,
-reconciliation reports what a channel statement shows, the sweeper flags stuck attempts.
+CloseBusinessDay, and the business clock's CloseBusinessDayForPartition (one per partition of
+`ledger.commands`, not per loan: docs/design.md, "The business clock"). The others are internal:
+the gateway reports what a payment channel answered, reconciliation reports what a channel
+statement shows, the sweeper flags stuck attempts.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from datetime import date, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, Field, TypeAdapter, field_validator
+from pydantic import AfterValidator, AwareDatetime, Field, TypeAdapter
 
 from schemas.base import (
     AmountMinor,
@@ -38,18 +40,22 @@ class Source(StrEnum):
     COLLECTION = "collection"
 
 
+def _in_utc(value: datetime) -> datetime:
+    if value.utcoffset() != timedelta(0):
+        raise ValueError("issued_at must be in UTC (Z or +00:00)")
+    return value
+
+
+IssuedAt = Annotated[
+    AwareDatetime, AfterValidator(_in_utc), Field(description="RFC 3339 with a UTC offset")
+]
+
+
 class CommandBase(WireModel):
     command_id: Identifier
     loan_id: Identifier
-    issued_at: AwareDatetime = Field(description="RFC 3339 with a UTC offset")
+    issued_at: IssuedAt
     schema_version: Literal[1] = 1
-
-    @field_validator("issued_at")
-    @classmethod
-    def _utc(cls, value: datetime) -> datetime:
-        if value.utcoffset() != timedelta(0):
-            raise ValueError("issued_at must be in UTC (Z or +00:00)")
-        return value
 
 
 # ---- public --------------------------------------------------------------------------------
@@ -83,6 +89,20 @@ class RequestRepayment(CommandBase):
 class CloseBusinessDay(CommandBase):
     type: Literal["CloseBusinessDay"] = "CloseBusinessDay"
     business_date: date
+
+
+class CloseBusinessDayForPartition(WireModel):
+    """The business clock's tick: close `business_date` for every loan of one partition of
+    `ledger.commands`. Sent to that partition (the record's partition must be `partition`); the
+    decider closes the day at once for the loans something happens to (an installment falls
+    due, a late fee), and for every other loan just before its next command."""
+
+    type: Literal["CloseBusinessDayForPartition"] = "CloseBusinessDayForPartition"
+    command_id: Identifier
+    issued_at: IssuedAt
+    partition: Annotated[int, Field(ge=0, le=100_000)]
+    business_date: date
+    schema_version: Literal[1] = 1
 
 
 # ---- internal: what a payment channel answered (sent by the gateway) ----------------------
@@ -209,13 +229,20 @@ StatementFinding = (
 )
 RefundAnswer = ReportRefundSuccess | ReportRefundFailure
 
-Command = Annotated[
-    PublicCommand | ChannelAnswer | FlagStuckAttempt | StatementFinding | RefundAnswer,
-    Field(discriminator="type"),
-]
+LoanCommand = PublicCommand | ChannelAnswer | FlagStuckAttempt | StatementFinding | RefundAnswer
+Command = Annotated[LoanCommand, Field(discriminator="type")]
+"""A command about one loan (keyed by its loan_id)."""
 COMMAND_ADAPTER: TypeAdapter[Command] = TypeAdapter(Command)
+TopicCommand = Annotated[LoanCommand | CloseBusinessDayForPartition, Field(discriminator="type")]
+"""Anything `ledger.commands` carries: a loan's command or a partition's business-day tick."""
+TOPIC_COMMAND_ADAPTER: TypeAdapter[TopicCommand] = TypeAdapter(TopicCommand)
 
 
 def parse_command(raw: bytes | str) -> Command:
-    """Validate one command from its JSON bytes; raises pydantic.ValidationError."""
+    """Validate one loan's command from its JSON bytes; raises pydantic.ValidationError."""
     return COMMAND_ADAPTER.validate_json(raw)
+
+
+def parse_topic_command(raw: bytes | str) -> LoanCommand | CloseBusinessDayForPartition:
+    """Validate one record of `ledger.commands`; raises pydantic.ValidationError."""
+    return TOPIC_COMMAND_ADAPTER.validate_json(raw)

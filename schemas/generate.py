@@ -15,13 +15,13 @@ import msgspec
 from pydantic import TypeAdapter
 
 from schemas.balances import BalanceRecord
-from schemas.commands import Command
+from schemas.commands import TopicCommand
 from schemas.events import Event
 from schemas.outcomes import Outcome
 
 OUTPUT = Path(__file__).with_name("json")
 TOPIC_VALUES: dict[str, Any] = {
-    "ledger.commands": Command,
+    "ledger.commands": TopicCommand,
     "ledger.events": Event,
     "ledger.outcomes": Outcome,
     "ledger.balances": BalanceRecord,
@@ -29,11 +29,14 @@ TOPIC_VALUES: dict[str, Any] = {
 
 
 def _loan_snapshot_schema() -> dict[str, Any]:
-    """`ledger.loan-states` holds the decider's own msgspec Structs (`ledger/snapshot.py`)."""
-    from ledger.snapshot import LoanSnapshot  # the only import of the core from schemas/
+    """`ledger.loan-states` holds the decider's own msgspec Structs (`ledger/snapshot.py`): a
+    loan's snapshot under its loan id, the partition's business clock under `CLOCK_KEY`."""
+    from ledger.snapshot import ClockSnapshot, LoanSnapshot  # the core's only use in schemas/
 
-    schema: dict[str, Any] = msgspec.json.schema(LoanSnapshot)
-    return schema
+    (loan, clock), components = msgspec.json.schema_components(
+        [LoanSnapshot, ClockSnapshot], ref_template="#/$defs/{name}"
+    )
+    return {"anyOf": [loan, clock], "$defs": components}
 
 
 def render() -> dict[str, str]:

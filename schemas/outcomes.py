@@ -28,6 +28,7 @@ class RejectionReason(StrEnum):
                               (or a statement line from another channel than the attempt's)
        unknown_refund         a refund answer for a refund we never started
        stale_business_date    CloseBusinessDay for a date not after the loan's last closed day
+                              (or a partition's tick for a date not after the partition's)
     6. loan_closed            every installment is paid: nothing can be requested any more
     7. deduction_in_progress  an attempt is in flight for this loan, whatever the door
     8. nothing_due            the named (or due) installments are fully paid
@@ -60,14 +61,20 @@ class RejectionReason(StrEnum):
 
 class Outcome(WireModel):
     """What became of one command. `event_ids` are the events it produced (or, for a duplicate,
-    the events the original produced)."""
+    the events the original produced).
+
+    A partition's business-day tick (`CloseBusinessDayForPartition`) is about no single loan: its
+    outcome has no `loan_id` but the `partition`, and instead of event ids (one tick can close
+    the day for thousands of loans) `loans_closed`, the loans it closed the day for at once."""
 
     type: Literal["Outcome"] = "Outcome"
     command_id: str
-    loan_id: str
+    loan_id: str | None
     status: OutcomeStatus
     reason: RejectionReason | None = None
     event_ids: tuple[str, ...] = ()
+    partition: int | None = None
+    loans_closed: int | None = None
     schema_version: Literal[1] = 1
 
 
@@ -77,7 +84,7 @@ def accepted(command_id: str, loan_id: Identifier, event_ids: tuple[str, ...]) -
     )
 
 
-def rejected(command_id: str, loan_id: str, reason: RejectionReason) -> Outcome:
+def rejected(command_id: str, loan_id: str | None, reason: RejectionReason) -> Outcome:
     return Outcome(
         command_id=command_id, loan_id=loan_id, status=OutcomeStatus.REJECTED, reason=reason
     )
@@ -86,4 +93,22 @@ def rejected(command_id: str, loan_id: str, reason: RejectionReason) -> Outcome:
 def duplicate(command_id: str, loan_id: str, event_ids: tuple[str, ...]) -> Outcome:
     return Outcome(
         command_id=command_id, loan_id=loan_id, status=OutcomeStatus.DUPLICATE, event_ids=event_ids
+    )
+
+
+def partition_answer(
+    command_id: str,
+    partition: int,
+    status: OutcomeStatus,
+    reason: RejectionReason | None = None,
+    loans_closed: int | None = None,
+) -> Outcome:
+    """The outcome of a partition's business-day tick."""
+    return Outcome(
+        command_id=command_id,
+        loan_id=None,
+        status=status,
+        reason=reason,
+        partition=partition,
+        loans_closed=loans_closed,
     )

@@ -11,13 +11,14 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterable
+from datetime import date, datetime
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from pydantic import ValidationError
 
-from schemas.commands import CommandBase
+from schemas.commands import CloseBusinessDayForPartition, CommandBase
 from schemas.outcomes import Outcome
 from schemas.topics import COMMANDS, OUTCOMES
 from streams.errors import LedgerError
@@ -25,6 +26,24 @@ from streams.settings import LedgerSettings
 from streams.topics import watermarks
 
 CONNECT_TIMEOUT_S = 10.0
+TICK_KEY = b"business-day"  # a tick is routed by its partition; the key only labels it
+
+
+def business_day_ticks(
+    business_date: date, partitions: int, issued_at: datetime
+) -> list[CloseBusinessDayForPartition]:
+    """The business clock's ticks for one day: one per partition of `ledger.commands`. Their
+    ids derive from the date and partition, so a clock that sends a day twice is answered
+    `duplicate`, never closes it twice."""
+    return [
+        CloseBusinessDayForPartition(
+            command_id=f"business-day:{business_date.isoformat()}:p{partition}",
+            issued_at=issued_at,
+            partition=partition,
+            business_date=business_date,
+        )
+        for partition in range(partitions)
+    ]
 
 
 class OutcomeTimeoutError(LedgerError):
@@ -62,20 +81,25 @@ class LedgerClient:
     ) -> None:
         self.close()
 
-    def send(self, command: CommandBase) -> None:
-        """Queue the command; raises LedgerError if Kafka refuses it."""
+    def send(self, command: CommandBase | CloseBusinessDayForPartition) -> None:
+        """Queue the command; raises LedgerError if Kafka refuses it. A loan's command is keyed
+        by its loan id; a business-day tick goes to the partition it names."""
         payload = command.model_dump_json().encode()
         topic = self._settings.topic(COMMANDS.name)
+        if isinstance(command, CloseBusinessDayForPartition):
+            where: dict[str, Any] = {"key": TICK_KEY, "partition": command.partition}
+        else:
+            where = {"key": command.loan_id.encode()}
         while True:
             try:
-                self._producer.produce(topic, key=command.loan_id.encode(), value=payload)
+                self._producer.produce(topic, value=payload, **where)
                 return
             except BufferError:
                 self._producer.poll(0.1)  # the local queue is full: let deliveries drain
             except KafkaException as error:
                 raise LedgerError(f"Kafka refused the command: {error}") from error
 
-    def send_many(self, commands: Iterable[CommandBase]) -> int:
+    def send_many(self, commands: Iterable[CommandBase | CloseBusinessDayForPartition]) -> int:
         count = 0
         for command in commands:
             self.send(command)
@@ -91,7 +115,9 @@ class LedgerClient:
                 f"at {self._settings.bootstrap_servers}?"
             )
 
-    def send_and_wait(self, command: CommandBase, timeout_s: float = 30.0) -> Outcome:
+    def send_and_wait(
+        self, command: CommandBase | CloseBusinessDayForPartition, timeout_s: float = 30.0
+    ) -> Outcome:
         self.send(command)
         self.flush()
         return self.wait_for(command.command_id, timeout_s)

@@ -9,12 +9,18 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 
 import click
 
-from schemas.commands import CloseBusinessDay, CommandBase, OpenLoan, RequestRepayment
+from schemas.commands import (
+    CloseBusinessDay,
+    CloseBusinessDayForPartition,
+    CommandBase,
+    OpenLoan,
+    RequestRepayment,
+)
 from schemas.outcomes import Outcome, OutcomeStatus
 from streams.errors import RefusedError
 from streams.settings import LedgerSettings
@@ -157,7 +163,8 @@ def repay(
     "--loan",
     "loans",
     multiple=True,
-    help="A loan to close the day for (repeatable); default: every loan in the log.",
+    help="Close the day for this loan only (repeatable); default: every loan, with one tick "
+    "per partition of ledger.commands.",
 )
 @_common
 @click.pass_obj
@@ -173,30 +180,28 @@ def close_day(
     """Close a business day: installments fall due, late fees, auto-debits are asked for."""
     if command_id and len(loans) != 1:
         raise click.UsageError("--command-id needs exactly one --loan (ids are per command)")
-    targets = loans or _every_loan(settings)
     day = business_date.date()
-    commands = [
-        _build(
-            CloseBusinessDay,
-            command_id=command_id or f"close-{day.isoformat()}-{loan}"[:64],
-            loan_id=loan,
-            business_date=day,
-        )
-        for loan in targets
-    ]
-    if not commands:
-        raise click.ClickException("no loan in the log yet: open one first")
+    commands: list[CommandBase | CloseBusinessDayForPartition]
+    if loans:
+        commands = [
+            _build(
+                CloseBusinessDay,
+                command_id=command_id or f"close-{day.isoformat()}-{loan}"[:64],
+                loan_id=loan,
+                business_date=day,
+            )
+            for loan in loans
+        ]
+    else:
+        commands = [*_ticks(settings, day)]
     _deliver(settings, commands, as_json=as_json, wait=not no_wait, timeout_s=timeout)
 
 
-def _every_loan(settings: LedgerSettings) -> list[str]:
-    from streams.logread import read_log
+def _ticks(settings: LedgerSettings, day: date) -> list[CloseBusinessDayForPartition]:
+    from streams.client import business_day_ticks
+    from streams.logread import partition_count
 
-    loans: dict[str, None] = {}
-    for record in read_log(settings, "ledger.events"):
-        if record.key is not None:
-            loans.setdefault(record.key.decode(), None)
-    return list(loans)
+    return business_day_ticks(day, partition_count(settings, "ledger.commands"), datetime.now(UTC))
 
 
 def _build(model: type[CommandBase], **fields: object) -> CommandBase:
@@ -213,7 +218,7 @@ def _build(model: type[CommandBase], **fields: object) -> CommandBase:
 
 def _deliver(
     settings: LedgerSettings,
-    commands: Sequence[CommandBase],
+    commands: Sequence[CommandBase | CloseBusinessDayForPartition],
     *,
     as_json: bool,
     wait: bool,
@@ -235,7 +240,7 @@ def _deliver(
         raise RefusedError(f"{refused} of {len(outcomes)} commands rejected")
 
 
-def _print_sent(command: CommandBase, as_json: bool) -> None:
+def _print_sent(command: CommandBase | CloseBusinessDayForPartition, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({"command_id": command.command_id, "status": "sent"}))
     else:
@@ -248,6 +253,11 @@ def _print_outcome(outcome: Outcome, as_json: bool) -> None:
         return
     reason = f" ({outcome.reason})" if outcome.reason else ""
     events = f", {len(outcome.event_ids)} events" if outcome.event_ids else ""
+    if outcome.loan_id is None:  # a partition's tick
+        closed = f", {outcome.loans_closed} loans closed at once" if outcome.loans_closed else ""
+        where = f"partition {outcome.partition}"
+        click.echo(f"{where} {outcome.command_id}: {outcome.status}{reason}{closed}")
+        return
     click.echo(f"{outcome.loan_id} {outcome.command_id}: {outcome.status}{reason}{events}")
 
 

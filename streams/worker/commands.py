@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from schemas.commands import Command, parse_command
+from schemas.commands import CloseBusinessDayForPartition, LoanCommand, parse_topic_command
 from schemas.outcomes import Outcome, RejectionReason, rejected
 
 
@@ -16,24 +16,31 @@ class NotACommand:
     """Why a record is dead-lettered, and the ids to answer `invalid_command` to, if readable."""
 
     error: str
-    answer_to: tuple[str, str] | None  # (command_id, loan_id)
+    answer_to: tuple[str, str | None] | None  # (command_id, loan_id: None for a tick)
 
 
-def read_command(key: bytes | None, value: bytes | None, max_bytes: int) -> Command | NotACommand:
+def read_command(
+    key: bytes | None, value: bytes | None, partition: int, max_bytes: int
+) -> LoanCommand | CloseBusinessDayForPartition | NotACommand:
     """The command a record holds, or why it holds none."""
     value = value or b""
     if len(value) > max_bytes:
         return NotACommand(f"oversize: {len(value)} bytes > {max_bytes}", None)
     try:
-        command = parse_command(value)
+        command = parse_topic_command(value)
     except ValidationError as error:
         return NotACommand(_describe(error), _readable_ids(value))
+    if isinstance(command, CloseBusinessDayForPartition):
+        if command.partition != partition:
+            why = f"misrouted: a tick for partition {command.partition} on partition {partition}"
+            return NotACommand(why, (command.command_id, None))
+        return command
     if key != command.loan_id.encode():
         return NotACommand("misrouted: the record key must be the loan_id", _readable_ids(value))
     return command
 
 
-def invalid_outcome(answer_to: tuple[str, str]) -> Outcome:
+def invalid_outcome(answer_to: tuple[str, str | None]) -> Outcome:
     return rejected(answer_to[0], answer_to[1], RejectionReason.INVALID_COMMAND)
 
 

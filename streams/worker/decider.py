@@ -22,12 +22,21 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import Message
 
-from ledger import Policy, decide, initial_state
+from ledger import Policy, initial_state
+from ledger.business_clock import (
+    BusinessClock,
+    advanced,
+    close_for,
+    decide_in_partition,
+    next_close,
+    tick_verdict,
+)
 from ledger.decide import Decision
 from ledger.sequence import LoanLog, Quarantine
-from schemas.commands import Command
+from ledger.snapshot import CLOCK_KEY, encode_clock
+from schemas.commands import CloseBusinessDayForPartition, Command
 from schemas.events import encode_event
-from schemas.outcomes import Outcome, RejectionReason, rejected
+from schemas.outcomes import Outcome, OutcomeStatus, RejectionReason, partition_answer, rejected
 from schemas.topics import DLQ, EVENTS, LOAN_STATES, OUTCOMES
 from streams.dlq import dead_letter_headers
 from streams.metrics import Metrics
@@ -37,6 +46,7 @@ from streams.worker.loop import Output, Restoration
 from streams.worker.snapshots import (
     COMMAND_OFFSET,
     Checkpoints,
+    PartitionDay,
     Resting,
     Restored,
     encode_loan,
@@ -58,6 +68,7 @@ class BatchDecider:
     partitions: dict[int, LoanLog] = field(default_factory=dict)
     checkpoints: dict[int, Checkpoints] = field(default_factory=dict)
     resting: dict[int, Resting] = field(default_factory=dict)
+    days: dict[int, PartitionDay] = field(default_factory=dict)
     checkpoint_interval_s: float = CHECKPOINT_INTERVAL_S
     _checkpointed_at: float = 0.0
 
@@ -73,7 +84,7 @@ class BatchDecider:
 
     def restore(self, partition: int, committed: int) -> Restoration:
         started = time.monotonic()
-        restored = restore_partition(self.settings, partition, committed)
+        restored = restore_partition(self.settings, partition, committed, self.policy)
         log.info(
             "decider: partition %d read, %d loans from %d snapshots and %d events (%s) in %.1f s",
             partition, len(restored.loans.states), restored.snapshots_read, restored.events_read,
@@ -89,6 +100,7 @@ class BatchDecider:
         self.partitions[partition] = restored.loans
         self.checkpoints[partition] = restored.checkpoints
         self.resting[partition] = restored.resting
+        self.days[partition] = restored.day
         for quarantine in restored.loans.quarantined.values():
             self._alert(partition, quarantine)
 
@@ -97,6 +109,7 @@ class BatchDecider:
             self.partitions.pop(partition, None)
             self.checkpoints.pop(partition, None)
             self.resting.pop(partition, None)
+            self.days.pop(partition, None)
 
     def handle(self, batch: list[Message]) -> list[Output]:
         for checkpoints in self.checkpoints.values():
@@ -132,7 +145,22 @@ class BatchDecider:
                 state = loans.states.get(loan_id)
                 if state is not None and state.at_rest and loan_id not in loans.quarantined:
                     resting.keep(loans, loan_id, value)  # its snapshot is written: pack it
+            outputs.extend(self._clock_record(partition, checkpoints, events_from))
         return outputs
+
+    def _clock_record(
+        self, partition: int, checkpoints: Checkpoints, events_from: int
+    ) -> list[Output]:
+        """The partition's clock as of this checkpoint's commands offset, if it has one: written
+        whenever that offset moved, so that a restore reads at most the commands since the last
+        checkpoint to find a tick the record does not hold (`snapshots.ticks_since`)."""
+        clock = self.days[partition].clock
+        offset = checkpoints.command_offset
+        if clock is None or offset == checkpoints.clock_written:
+            return []
+        checkpoints.clock_written = offset
+        value = encode_clock(clock, events_from, offset)
+        return [Output(self._loan_states, partition, CLOCK_KEY.encode(), value)]
 
     def written(self, topic: str, partition: int, offset: int) -> None:
         """A record of ours reached the log at `offset`."""
@@ -144,26 +172,68 @@ class BatchDecider:
         partition, offset = message.partition() or 0, message.offset() or 0
         checkpoints = self.checkpoints[partition]
         checkpoints.command_offset = offset + 1
-        command = read_command(message.key(), message.value(), self.settings.max_message_bytes)
+        command = read_command(
+            message.key(), message.value(), partition, self.settings.max_message_bytes
+        )
         if isinstance(command, NotACommand):
             return self._refuse(message, command)
+        if isinstance(command, CloseBusinessDayForPartition):
+            return self._tick(partition, offset, command)
         loans = self.partitions[partition]
         if command.loan_id in loans.quarantined:
             return [self._outcome(partition, command, quarantined_outcome(command))]
         self.resting[partition].wake(loans, command.loan_id)
         state = loans.states.get(command.loan_id) or initial_state(command.loan_id)
-        decision = decide(state, command, self.policy)
-        if decision.events:
-            loans.states[command.loan_id] = decision.state
-            checkpoints.touched[command.loan_id] = None
+        clock = self.days[partition].clock
+        decision = decide_in_partition(state, command, clock, self.policy)
         self._count(command, decision)
-        key = command.loan_id.encode()
+        outputs = self._apply(partition, offset, command.loan_id, decision)
+        return [*outputs, self._outcome(partition, command, decision.outcome)]
+
+    def _tick(
+        self, partition: int, offset: int, tick: CloseBusinessDayForPartition
+    ) -> list[Output]:
+        """A partition's business day: closed at once for the loans it does something to (the
+        others catch up before their next command: `ledger.business_clock`)."""
+        day = self.days[partition]
+        status, reason = tick_verdict(day.clock, tick)
+        self.metrics.commands.labels(tick.type).inc()
+        self.metrics.outcomes.labels(status.value, str(reason or "")).inc()
+        outputs: list[Output] = []
+        closed: int | None = None
+        if status is OutcomeStatus.ACCEPTED:
+            day.clock = advanced(tick)
+            closed = 0
+            for loan_id in day.calendar.due(tick.business_date):
+                decision = self._close_due(partition, loan_id, day.clock)
+                if decision is not None:
+                    outputs.extend(self._apply(partition, offset, loan_id, decision))
+                    closed += 1
+        outcome = partition_answer(tick.command_id, partition, status, reason, closed)
+        value = outcome.model_dump_json().encode()
+        return [*outputs, Output(self._outcomes, partition, tick.command_id.encode(), value)]
+
+    def _close_due(self, partition: int, loan_id: str, clock: BusinessClock) -> Decision | None:
+        loans = self.partitions[partition]
+        if loan_id in loans.quarantined:  # out of the calendar until its log is repaired
+            return None
+        self.resting[partition].wake(loans, loan_id)
+        return close_for(loans.states[loan_id], clock, self.policy)
+
+    def _apply(self, partition: int, offset: int, loan_id: str, decision: Decision) -> list[Output]:
+        """Keep a decision's state and write its events."""
+        if decision.events:
+            self.partitions[partition].states[loan_id] = decision.state
+            self.checkpoints[partition].touched[loan_id] = None
+            self.days[partition].calendar.plan(loan_id, next_close(decision.state, self.policy))
+        for event in decision.events:
+            self._count_event(event.type).inc()
+        key = loan_id.encode()
         headers: list[tuple[str, str | bytes | None]] = [(COMMAND_OFFSET, str(offset).encode())]
-        outputs = [
+        return [
             Output(self._events, partition, key, encode_event(event), headers)
             for event in decision.events
         ]
-        return [*outputs, self._outcome(partition, command, decision.outcome)]
 
     def _outcome(self, partition: int, command: Command, outcome: Outcome) -> Output:
         value = outcome.model_dump_json().encode()
@@ -175,8 +245,6 @@ class BatchDecider:
         outcome = decision.outcome
         self._count_command(command.type).inc()
         self._count_outcome(outcome.status.value, str(outcome.reason or "")).inc()
-        for event in decision.events:
-            self._count_event(event.type).inc()
 
     def _refuse(self, message: Message, why: NotACommand) -> list[Output]:
         partition, offset = message.partition() or 0, message.offset() or 0
@@ -185,7 +253,8 @@ class BatchDecider:
         outputs = [Output(self._dlq, partition, message.key(), message.value() or b"", headers)]
         if why.answer_to is not None:
             outcome = invalid_outcome(why.answer_to).model_dump_json().encode()
-            outputs.append(Output(self._outcomes, partition, why.answer_to[1].encode(), outcome))
+            key = (why.answer_to[1] or why.answer_to[0]).encode()  # a tick's is its command id
+            outputs.append(Output(self._outcomes, partition, key, outcome))
             self.metrics.outcomes.labels(status="rejected", reason="invalid_command").inc()
         return outputs
 

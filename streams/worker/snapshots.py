@@ -18,30 +18,46 @@ from __future__ import annotations
 
 import logging
 import zlib
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import msgspec
 from confluent_kafka import Message
 from pydantic import ValidationError
 
+from ledger.business_clock import (
+    BusinessClock,
+    DueCalendar,
+    advanced,
+    next_close,
+    tick_verdict,
+)
+from ledger.policy import DEFAULT_POLICY, Policy
 from ledger.sequence import LoanLog, Verdict
 from ledger.snapshot import (
+    CLOCK_KEY,
     LoanSnapshot,
+    decode_clock,
     decode_snapshot,
     encode_quarantine,
     encode_snapshot,
     resume,
 )
 from ledger.state import LoanState
+from schemas.commands import CloseBusinessDayForPartition, parse_topic_command
 from schemas.events import parse_event
-from schemas.topics import LOAN_STATES
+from schemas.outcomes import OutcomeStatus
+from schemas.topics import COMMANDS, LOAN_STATES
 from streams.logread import LogReader
 from streams.settings import LedgerSettings
 from streams.worker.restore import events_to_restore
 
 log = logging.getLogger(__name__)
 COMMAND_OFFSET = "ledger-command-offset"
+CLOCK_KEY_BYTES = CLOCK_KEY.encode()
+TICK_TYPE = b'"CloseBusinessDayForPartition"'
+Decoded = TypeVar("Decoded")
 # At most this many loans are written per partition per checkpoint: a full baseline of a large
 # partition is spread over several batches instead of one huge transaction.
 CHUNK = 5_000
@@ -55,6 +71,7 @@ class Checkpoints:
     pending_from: int  # events offset that the loans in `touched` may need from
     command_offset: int = 0  # the commands offset committed by the latest batch
     touched: dict[str, None] = field(default_factory=dict)  # loans to write, oldest first
+    clock_written: int = -1  # the commands offset of the clock record last written
 
     def batch_begins(self) -> None:
         if not self.touched:
@@ -68,11 +85,20 @@ class Checkpoints:
         return loans, self.pending_from
 
 
+@dataclass
+class PartitionDay:
+    """A partition's business clock, and its loans by the date a close next does something."""
+
+    clock: BusinessClock | None
+    calendar: DueCalendar
+
+
 @dataclass(frozen=True, slots=True)
 class Restored:
     loans: LoanLog
     checkpoints: Checkpoints
     resting: Resting
+    day: PartitionDay
     snapshots_read: int
     events_read: int
     from_snapshots: bool
@@ -135,15 +161,18 @@ def encode_loan(loans: LoanLog, loan_id: str, events_from: int, command_offset: 
     return encode_snapshot(loans.states[loan_id], events_from, command_offset)
 
 
-def restore_partition(settings: LedgerSettings, partition: int, committed: int) -> Restored:
-    """Every loan of the partition as the commands below `committed` left it."""
+def restore_partition(
+    settings: LedgerSettings, partition: int, committed: int, policy: Policy = DEFAULT_POLICY
+) -> Restored:
+    """Every loan of the partition, and its business clock, as the commands below `committed`
+    left them."""
     loans = LoanLog()
-    snapshots, start, read = _read_snapshots(settings, partition) or ({}, 0, 0)
-    for snapshot in snapshots.values():
+    found = _read_snapshots(settings, partition) or Found()
+    for snapshot in found.loans.values():
         resume(loans, snapshot)
     touched: dict[str, None] = {}
     events = 0
-    with events_to_restore(settings, partition, start=start) as reader:
+    with events_to_restore(settings, partition, start=found.start) as reader:
         for batch in reader.batches():
             events += len(batch)
             for message in batch:
@@ -153,33 +182,108 @@ def restore_partition(settings: LedgerSettings, partition: int, committed: int) 
                 if loan_id is not None:
                     touched[loan_id] = None
         end = reader.cuts[partition]
-    if start == 0:  # a baseline: every loan is written again
+    if found.start == 0:  # a baseline: every loan is written again
         touched = dict.fromkeys([*loans.states, *loans.quarantined])
-    checkpoints = Checkpoints(end, start, committed, touched)
+    clock, ticks = ticks_since(settings, partition, found.clock, found.clock_offset, committed)
+    calendar = DueCalendar()
+    for loan_id, state in loans.states.items():
+        calendar.plan(loan_id, next_close(state, policy))
     resting = Resting()
     resting.lay_down(loans, but=touched)
-    return Restored(loans, checkpoints, resting, read, events, from_snapshots=start > 0)
+    return Restored(
+        loans,
+        Checkpoints(end, found.start, committed, touched),
+        resting,
+        PartitionDay(clock, calendar),
+        found.read,
+        events + ticks,
+        from_snapshots=found.start > 0,
+    )
 
 
-def _read_snapshots(
-    settings: LedgerSettings, partition: int
-) -> tuple[dict[str, LoanSnapshot], int, int] | None:
-    """The latest snapshot of each loan, the offset the events must be read from, and the
-    records read; None when the partition cannot be restored from them."""
-    latest: dict[str, LoanSnapshot] = {}
-    mark, read = Mark(), 0
+@dataclass
+class Found:
+    """What a partition's snapshot records say."""
+
+    loans: dict[str, LoanSnapshot] = field(default_factory=dict)  # each loan's latest
+    clock: BusinessClock | None = None
+    clock_offset: int = 0  # the clock holds every tick below this commands offset
+    start: int = 0  # where the events are read from; 0: the whole log
+    read: int = 0  # records read
+
+
+def _read_snapshots(settings: LedgerSettings, partition: int) -> Found | None:
+    """The partition's snapshots; None when the partition cannot be restored from them."""
+    found, mark = Found(), Mark()
     reader = LogReader(settings, LOAN_STATES.name, partitions=[partition], whole_transactions=True)
+    with reader:
+        for batch in reader.batches():
+            found.read += len(batch)
+            for message in batch:
+                if not _take(found, mark, message):
+                    return None
+    found.start = mark.start
+    if found.clock is None:  # no tick was accepted below the last checkpoint's offset
+        found.clock_offset = max(0, mark.highest_command)
+    return None if found.start <= 0 else found
+
+
+def _take(found: Found, mark: Mark, message: Message) -> bool:
+    """One snapshot record into `found`; False if it is unusable."""
+    if message.key() == CLOCK_KEY_BYTES:
+        clock = _decode(message, decode_clock)
+        if clock is None:
+            return False
+        found.clock, found.clock_offset = clock.clock, clock.command_offset
+        mark.saw(clock.events_from, clock.command_offset)
+        return True
+    snapshot = _decode(message, decode_snapshot)
+    if snapshot is None:
+        return False
+    found.loans[snapshot.loan_id] = snapshot
+    mark.saw(snapshot.events_from, snapshot.command_offset)
+    return True
+
+
+def ticks_since(
+    settings: LedgerSettings,
+    partition: int,
+    clock: BusinessClock | None,
+    start: int,
+    committed: int,
+) -> tuple[BusinessClock | None, int]:
+    """The clock once the ticks in commands [start, committed) are applied, and the records
+    read. Under at_least_once the clock's record can lag the committed offset by the batches
+    since the last checkpoint (and on a baseline it is read from the partition's beginning)."""
+    if start >= committed:
+        return clock, 0
+    read = 0
+    reader = LogReader(
+        settings, COMMANDS.name, starts={partition: start}, stops={partition: committed},
+        partitions=[partition],
+    )  # fmt: skip
     with reader:
         for batch in reader.batches():
             read += len(batch)
             for message in batch:
-                snapshot = _decode(message)
-                if snapshot is None:
-                    return None
-                latest[snapshot.loan_id] = snapshot
-                mark.saw(snapshot)
-    start = mark.start
-    return None if start <= 0 else (latest, start, read)
+                clock = _tick_applied(clock, message, partition)
+    return clock, read
+
+
+def _tick_applied(
+    clock: BusinessClock | None, message: Message, partition: int
+) -> BusinessClock | None:
+    value = message.value() or b""
+    if TICK_TYPE not in value:  # cheap: nearly every command is a loan's
+        return clock
+    try:
+        command = parse_topic_command(value)
+    except ValidationError:
+        return clock
+    if not isinstance(command, CloseBusinessDayForPartition) or command.partition != partition:
+        return clock
+    status, _reason = tick_verdict(clock, command)
+    return advanced(command) if status is OutcomeStatus.ACCEPTED else clock
 
 
 @dataclass
@@ -193,21 +297,21 @@ class Mark:
     lowest_late: int | None = None
     highest_command: int = -1
 
-    def saw(self, snapshot: LoanSnapshot) -> None:
-        self.last = snapshot.events_from
-        if snapshot.command_offset < self.highest_command:
+    def saw(self, events_from: int, command_offset: int) -> None:
+        self.last = events_from
+        if command_offset < self.highest_command:
             late = self.lowest_late
             self.lowest_late = self.last if late is None else min(late, self.last)
-        self.highest_command = max(self.highest_command, snapshot.command_offset)
+        self.highest_command = max(self.highest_command, command_offset)
 
     @property
     def start(self) -> int:
         return self.last if self.lowest_late is None else min(self.last, self.lowest_late)
 
 
-def _decode(message: Message) -> LoanSnapshot | None:
+def _decode(message: Message, decode: Callable[[bytes], Decoded | None]) -> Decoded | None:
     try:
-        snapshot = decode_snapshot(message.value() or b"")
+        snapshot = decode(message.value() or b"")
     except (msgspec.DecodeError, msgspec.ValidationError) as error:
         log.warning("ledger.loan-states offset %s unreadable (%s)", message.offset(), error)
         return None

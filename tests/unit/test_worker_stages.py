@@ -15,9 +15,9 @@ from confluent_kafka import Message
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger import initial_state
+from ledger.business_clock import DueCalendar
 from ledger.sequence import LoanLog, Quarantine, Verdict
-from ledger.snapshot import LoanSnapshot, decode_snapshot
+from ledger.snapshot import decode_snapshot
 from schemas.commands import Command
 from schemas.events import encode_event, parse_event
 from streams.metrics import Metrics
@@ -30,6 +30,7 @@ from streams.worker.snapshots import (
     COMMAND_OFFSET,
     Checkpoints,
     Mark,
+    PartitionDay,
     Resting,
     command_offset,
     fold_one,
@@ -71,6 +72,7 @@ def a_decider() -> BatchDecider:
     decider.partitions[0] = LoanLog()  # what `rebuild` leaves for a partition with an empty log
     decider.checkpoints[0] = Checkpoints(events_end=0, pending_from=0)
     decider.resting[0] = Resting()
+    decider.days[0] = PartitionDay(clock=None, calendar=DueCalendar())
     return decider
 
 
@@ -308,17 +310,10 @@ def test_a_loan_at_rest_leaves_memory_once_its_snapshot_is_written_and_wakes_for
     assert decider.partitions[0].states[loan] == expected.state
 
 
-def _record(events_from: int, command_offset: int) -> LoanSnapshot:
-    state = initial_state("L1")
-    return LoanSnapshot(
-        loan_id="L1", seq=0, events_from=events_from, command_offset=command_offset, state=state
-    )
-
-
 def test_a_restore_reads_from_the_last_records_mark() -> None:
     mark = Mark()
     for events_from, committed in ((10, 5), (40, 9), (70, 12)):
-        mark.saw(_record(events_from, committed))
+        mark.saw(events_from, committed)
     assert mark.start == 70
 
 
@@ -327,7 +322,7 @@ def test_a_record_written_out_of_order_lowers_the_mark_to_its_own() -> None:
     newer one: its loan's later events start no later than its mark (40)."""
     mark = Mark()
     for events_from, committed in ((10, 5), (70, 12), (40, 9), (90, 15)):
-        mark.saw(_record(events_from, committed))
+        mark.saw(events_from, committed)
     assert mark.start == 40
 
 
