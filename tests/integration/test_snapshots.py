@@ -11,21 +11,27 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
+from collections.abc import Sequence
+from datetime import date, timedelta
 
 import pytest
 from confluent_kafka import Consumer, Producer
 
 from ledger.sequence import LoanLog
-from ledger.snapshot import decode_snapshot
-from schemas.events import parse_event
+from ledger.snapshot import CLOCK_KEY, decode_snapshot
+from schemas.commands import CloseBusinessDayForPartition, Command
+from schemas.events import Event, parse_event
+from streams.client import TICK_KEY, business_day_ticks
 from streams.logread import LogReader
 from streams.metrics import Metrics
 from streams.settings import LedgerSettings
 from streams.worker.decider import BatchDecider
 from streams.worker.loop import BatchLoop
 from streams.worker.restore import committed_offsets
-from streams.worker.snapshots import COMMAND_OFFSET, restore_partition
+from streams.worker.snapshots import COMMAND_OFFSET, restore_partition, ticks_since
 from tests.integration.test_restore import settings_for
+from tests.support.builders import T0, open_loan, request
 from tests.support.oracle import oracle_events
 from tests.support.workload import repayment_cycle
 
@@ -50,15 +56,23 @@ def latest_snapshots(settings: LedgerSettings) -> dict[str, int]:
     with LogReader(settings, "ledger.loan-states", partitions=[0]) as reader:
         for batch in reader.batches():
             for message in batch:
+                if message.key() == CLOCK_KEY.encode():
+                    continue
                 snapshot = decode_snapshot(message.value() or b"")
                 assert snapshot is not None
                 found[snapshot.loan_id] = snapshot.seq
     return found
 
 
-def decide_in_waves(settings: LedgerSettings, checkpoint_interval_s: float) -> int:
-    """Run a decider loop over the workload, sent in waves, then stop it; the commands sent."""
-    commands = repayment_cycle(loans=LOANS, seed=14)
+def decide_in_waves(
+    settings: LedgerSettings,
+    checkpoint_interval_s: float,
+    commands: Sequence[Command | CloseBusinessDayForPartition] = (),
+    waves: int = WAVES,
+) -> int:
+    """Run a decider loop over the workload (default: repayment cycles), sent in waves, then
+    stop it; the commands sent."""
+    commands = commands or repayment_cycle(loans=LOANS, seed=14)
     topic = settings.topic("ledger.commands")
     decider = BatchDecider(
         settings, settings.policy(), Metrics(), checkpoint_interval_s=checkpoint_interval_s
@@ -68,11 +82,11 @@ def decide_in_waves(settings: LedgerSettings, checkpoint_interval_s: float) -> i
     runner = threading.Thread(target=loop.run, args=(stop,))
     runner.start()
     producer = Producer(settings.producer_config())
-    size = len(commands) // WAVES
+    size = len(commands) // waves
     try:
-        for wave in range(WAVES):
+        for wave in range(waves):
             for command in commands[wave * size : (wave + 1) * size]:
-                value, key = command.model_dump_json().encode(), command.loan_id.encode()
+                value, key = command.model_dump_json().encode(), _key(command)
                 producer.produce(topic, value, key, partition=0)
             producer.flush(10)
             _wait_until_decided(decider, (wave + 1) * size)
@@ -80,7 +94,13 @@ def decide_in_waves(settings: LedgerSettings, checkpoint_interval_s: float) -> i
         stop.set()
         runner.join(60)
     assert not runner.is_alive()
-    return WAVES * size
+    return waves * size
+
+
+def _key(command: Command | CloseBusinessDayForPartition) -> bytes:
+    return (
+        TICK_KEY if isinstance(command, CloseBusinessDayForPartition) else command.loan_id.encode()
+    )
 
 
 def _decided(decider: BatchDecider) -> int:
@@ -188,3 +208,60 @@ def test_an_unreadable_snapshot_makes_the_restore_fold_the_whole_log(
 
     assert not restored.from_snapshots
     assert set(restored.loans.states) == {command.loan_id}
+
+
+# ---- the business clock -------------------------------------------------------------------
+
+CLOCK_LOANS = 40
+
+
+def _a_month_of_ticks() -> list[Command | CloseBusinessDayForPartition]:
+    """Loans falling due over ten days, a tick per day for a month, then a request from each
+    loan's app: the loans due are closed by the ticks, the others catch up on their request."""
+    opens: list[Command | CloseBusinessDayForPartition] = [
+        open_loan(f"open-{n}", loan_id=f"C{n}", first_due_date=date(2026, 2, 1 + n % 10))
+        for n in range(CLOCK_LOANS)
+    ]
+    start = date(2026, 1, 20)
+    ticks = [business_day_ticks(start + timedelta(days=d), 1, T0)[0] for d in range(CLOCK_LOANS)]
+    requests = [request(f"app-{n}", loan_id=f"C{n}") for n in range(CLOCK_LOANS)]
+    return [*opens, *ticks, *requests]  # 3 waves of CLOCK_LOANS
+
+
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
+def test_the_business_clock_writes_only_what_happens_and_survives_a_restore(
+    kafka_bootstrap: str, guarantee: str
+) -> None:
+    settings = settings_for(kafka_bootstrap, processing_guarantee=guarantee)
+    commands = _a_month_of_ticks()
+    sent = decide_in_waves(settings, checkpoint_interval_s=0, commands=commands, waves=3)
+    whole = whole_log_fold(settings)
+    last_tick = commands[2 * CLOCK_LOANS - 1]
+    assert isinstance(last_tick, CloseBusinessDayForPartition)
+
+    restored = restore_partition(settings, 0, committed(settings))
+
+    assert committed(settings) == sent
+    assert restored.loans.states | restored.resting.states() == whole.states
+    clock = restored.day.clock
+    assert clock is not None
+    assert (clock.command_id, clock.business_date) == (
+        last_tick.command_id,
+        last_tick.business_date,
+    )
+    # 40 days closed for 40 loans: one BusinessDayClosed per loan per tick that did something
+    # to it (its installment fell due; 3 days later a late fee) and one catch-up on its
+    # request; never one per loan and day.
+    closes = Counter(event.type for event in _events(settings))["BusinessDayClosed"]
+    assert closes == 3 * CLOCK_LOANS, closes
+    # The clock is as well found from the commands alone (what a restore does past the record).
+    from_commands, _read = ticks_since(settings, 0, None, 0, committed(settings))
+    assert from_commands == clock
+
+
+def _events(settings: LedgerSettings) -> list[Event]:
+    found = []
+    with LogReader(settings, "ledger.events", partitions=[0]) as reader:
+        for batch in reader.batches():
+            found += [parse_event(message.value() or b"") for message in batch]
+    return found

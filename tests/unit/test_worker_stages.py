@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 
 from ledger.business_clock import DueCalendar
 from ledger.sequence import LoanLog, Quarantine, Verdict
-from ledger.snapshot import decode_snapshot
-from schemas.commands import Command
+from ledger.snapshot import CLOCK_KEY, decode_clock, decode_snapshot
+from schemas.commands import CloseBusinessDayForPartition, Command
 from schemas.events import encode_event, parse_event
 from streams.metrics import Metrics
 from streams.settings import LedgerSettings
@@ -37,6 +37,7 @@ from streams.worker.snapshots import (
 )
 from tests.support.builders import (
     FIRST_DUE,
+    T0,
     close_day,
     duplicate_debit,
     open_loan,
@@ -54,7 +55,9 @@ EVENTS, OUTCOMES, BALANCES, DLQ = (
 )
 
 
-def command_records(commands: list[Command], partition: int = 0) -> list[Message]:
+def command_records(
+    commands: list[Command], partition: int = 0, first_offset: int = 0
+) -> list[Message]:
     return [
         Message(
             topic=SETTINGS.topic("ledger.commands"),
@@ -63,7 +66,7 @@ def command_records(commands: list[Command], partition: int = 0) -> list[Message
             key=command.loan_id.encode(),
             value=command.model_dump_json().encode(),
         )
-        for offset, command in enumerate(commands)
+        for offset, command in enumerate(commands, start=first_offset)
     ]
 
 
@@ -328,3 +331,60 @@ def test_a_record_written_out_of_order_lowers_the_mark_to_its_own() -> None:
 
 def test_no_record_means_the_whole_log() -> None:
     assert Mark().start == 0
+
+
+# ---- the business clock -------------------------------------------------------------------
+
+
+def _tick_record(offset: int, business_date: date, partition: int = 0) -> Message:
+    tick = CloseBusinessDayForPartition(
+        command_id=f"business-day:{business_date.isoformat()}:p{partition}",
+        issued_at=T0,
+        partition=partition,
+        business_date=business_date,
+    )
+    value = tick.model_dump_json().encode()
+    return Message(topic="c", partition=0, offset=offset, key=b"business-day", value=value)
+
+
+def test_a_tick_closes_the_day_at_once_only_for_the_loans_it_does_something_to() -> None:
+    decider = a_decider()
+    opens = [
+        open_loan(f"open-{n}", loan_id=f"L{n}", first_due_date=date(2026, 2, 1 + n))
+        for n in range(3)
+    ]
+    decider.handle(command_records(opens))
+
+    outputs = decider.handle([_tick_record(3, date(2026, 2, 2))])  # L0 and L1 fall due
+
+    closed = {parse_event(o.value).loan_id for o in outputs if o.topic == EVENTS}
+    assert closed == {"L0", "L1"}
+    [answer] = [json.loads(o.value) for o in outputs if o.topic == OUTCOMES]
+    assert (answer["status"], answer["loan_id"], answer["partition"], answer["loans_closed"]) == (
+        "accepted", None, 0, 2,
+    )  # fmt: skip
+    [repay] = command_records([request("app-2", loan_id="L2")], first_offset=4)
+    caught_up = [parse_event(o.value) for o in decider.handle([repay]) if o.topic == EVENTS]
+    assert caught_up[0].type == "BusinessDayClosed"
+    assert caught_up[0].causation_id == "business-day:2026-02-02:p0"
+
+
+def test_a_tick_sent_to_another_partition_is_dead_lettered_and_answered() -> None:
+    outputs = a_decider().handle([_tick_record(0, date(2026, 2, 2), partition=1)])
+
+    assert [o.topic for o in outputs] == [DLQ, OUTCOMES]
+    assert outputs[1].key == b"business-day:2026-02-02:p1"
+    assert json.loads(outputs[1].value)["reason"] == "invalid_command"
+
+
+def test_a_checkpoint_writes_the_clock_after_the_loans_and_once_per_commands_offset() -> None:
+    decider = a_decider()
+    decider.handle([*command_records([open_loan()]), _tick_record(1, date(2026, 1, 5))])
+
+    written = decider.checkpoint()
+
+    assert [o.key for o in written] == [b"L1", CLOCK_KEY.encode()]
+    clock = decode_clock(written[-1].value)
+    assert clock is not None
+    assert (clock.clock.business_date, clock.command_offset) == (date(2026, 1, 5), 2)
+    assert decider.checkpoint() == []
