@@ -5,7 +5,8 @@ produce, consume, decode), ingest (the client), pipeline (cycles per second unde
 guarantees, and through the gateway), latency (open-loop, produced -> balance visible), replay
 (`ledger replay` over a large log), scale (two workers, the hot shared account), restore (a
 partition of many loans from its snapshots, after a week and a year) and core (`decide` by a
-loan's age, memory per loan state, no broker). Prints a
+loan's age, memory per loan state, no broker) and clock (a year of business days closed per loan
+or by one tick per partition, no broker). Prints a
 table (figure, value, ratio to raw, goal, met?) and writes it as JSON. Goals are reported, never
 asserted. Starts the local broker unless KAFKA_BOOTSTRAP_SERVERS or --bootstrap-servers names one;
 every section works on its own fresh topic prefix, deleted afterwards (--keep-topics keeps them).
@@ -25,7 +26,17 @@ from pathlib import Path
 
 from rich.console import Console
 
-from streams.dev.bench import baseline, core, ingest, latency, pipeline, replay, restore, scale
+from streams.dev.bench import (
+    baseline,
+    clock,
+    core,
+    ingest,
+    latency,
+    pipeline,
+    replay,
+    restore,
+    scale,
+)
 from streams.dev.bench.context import FULL, QUICK, Bench, machine
 from streams.dev.bench.corpus import Templates, templates
 from streams.dev.bench.results import Figure, Report, show
@@ -42,6 +53,7 @@ SECTIONS: dict[str, Section] = {
     "scale": lambda bench, report, _corpus: scale.run(bench, report),
     "restore": lambda bench, report, _corpus: restore.run(bench, report),
     "core": lambda bench, report, _corpus: core.run(bench, report),
+    "clock": lambda bench, report, _corpus: clock.run(bench, report),
 }
 
 
