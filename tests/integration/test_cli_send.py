@@ -94,7 +94,7 @@ def test_unknown_loan_is_refused_with_exit_1(line: Pipeline) -> None:
     assert "unknown_loan" in result.output
 
 
-def test_close_day_for_one_loan_then_for_every_loan_in_the_log(line: Pipeline) -> None:
+def test_close_day_for_one_loan_then_for_every_loan_by_ticks(line: Pipeline) -> None:
     loan, _opened = open_one(line)
     one = ledger(line, "close-day", "--date", "2026-02-01", "--loan", loan, "--json")
     assert one.exit_code == 0, one.output
@@ -104,9 +104,14 @@ def test_close_day_for_one_loan_then_for_every_loan_in_the_log(line: Pipeline) -
     assert "stale_business_date" in stale.output
 
     everyone = ledger(line, "close-day", "--date", "2026-03-01", "--json")
-    lines = [json.loads(text) for text in everyone.output.splitlines()]
-    assert loan in {outcome["loan_id"] for outcome in lines}
     assert everyone.exit_code == 0, everyone.output
+    ticks = [json.loads(text) for text in everyone.output.splitlines()]
+    assert sorted(tick["partition"] for tick in ticks) == list(range(line.partitions))
+    assert {tick["status"] for tick in ticks} == {"accepted"}
+    assert sum(tick["loans_closed"] for tick in ticks) >= 1, "the loan's 2nd installment is due"
+    again = ledger(line, "close-day", "--date", "2026-03-01")
+    assert again.exit_code == 0, again.output
+    assert again.output.count(": duplicate") == line.partitions
 
 
 def test_no_wait_returns_at_once(line: Pipeline) -> None:

@@ -180,14 +180,12 @@ def test_a_log_without_snapshots_is_folded_whole_and_every_loan_written_again(
         )  # fmt: skip
     writer.flush(10)
 
-    restored = restore_partition(settings, 0, committed=0)
     decider = BatchDecider(settings, settings.policy(), Metrics())
-    decider.partitions[0], decider.checkpoints[0] = restored.loans, restored.checkpoints
-    decider.resting[0] = restored.resting
+    restoration = decider.restore(0, committed=0)
+    restoration.install()
     written = decider.checkpoint()
 
-    assert not restored.from_snapshots
-    assert restored.events_read == len(oracle_events(commands))
+    assert restoration.records == len(oracle_events(commands)), "no snapshot: the whole log"
     assert {output.key for output in written} == {c.loan_id.encode() for c in commands}
     marks = {decode_snapshot(output.value).events_from for output in written}  # type: ignore[union-attr]
     assert marks == {0}, "until the baseline is acknowledged, a restore must fold the whole log"

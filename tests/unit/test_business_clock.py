@@ -8,7 +8,7 @@ BusinessDayClosed of the days nothing happened to it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -250,7 +250,7 @@ def _record(
     return decision.state
 
 
-def _compared(events: list[Event]) -> list[dict[str, Any]]:
+def _compared(events: Sequence[Event]) -> list[dict[str, Any]]:
     return [event.model_dump(mode="json", exclude=NOT_COMPARED) for event in events]
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Sequence
 from datetime import date
 
 import pytest
@@ -56,7 +57,7 @@ EVENTS, OUTCOMES, BALANCES, DLQ = (
 
 
 def command_records(
-    commands: list[Command], partition: int = 0, first_offset: int = 0
+    commands: Sequence[Command], partition: int = 0, first_offset: int = 0
 ) -> list[Message]:
     return [
         Message(

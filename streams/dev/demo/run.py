@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -19,7 +19,7 @@ from rich.table import Table
 from ledger.analytics import ChannelRow, format_yuan
 from ledger.balances import apply_postings, paid_by_card
 from ledger.state import AttemptStatus, LoanState, RefundStatus
-from schemas.commands import CommandBase
+from schemas.commands import CloseBusinessDayForPartition, CommandBase
 from schemas.events import DeductionStarted, Event
 from schemas.outcomes import Outcome
 from streams.client import LedgerClient
@@ -37,6 +37,7 @@ from streams.dev.demo.scenario import (
 )
 from streams.dev.demo.scenario import wait_for_channels as wait_for_channels_at
 from streams.dev.localkafka import free_port
+from streams.logread import partition_count
 from streams.reconcile.run import LogStates, run_reconcile
 from streams.settings import LedgerSettings
 
@@ -105,18 +106,23 @@ class DemoRun:
 
     def _business_day(self, client: LedgerClient, book: Book, day: date) -> None:
         states = self.log.catch_up(self.settings).states
-        commands = one_day(book, self.rng, day, _now(), states)
+        partitions = partition_count(self.settings, "ledger.commands")
+        commands = one_day(book, self.rng, day, _now(), states, partitions)
         statuses = self._send(client, commands, day.isoformat())
         refused = sum(n for status, n in statuses.items() if status != "accepted")
         self.console.print(
-            f"{day}: day closed for {len(book.loans)} loans, "
-            f"{len(commands) - len(book.loans)} repayment requests, {refused} refused"
+            f"{day}: day closed ({partitions} ticks), "
+            f"{len(commands) - partitions} repayment requests, {refused} refused"
         )
         self.processes.check_alive()
         time.sleep(0.5)  # the gateway works while the next day waits a moment
 
     def _send(
-        self, client: LedgerClient, commands: list[CommandBase], label: str, timeout_s: float = 60
+        self,
+        client: LedgerClient,
+        commands: Sequence[CommandBase | CloseBusinessDayForPartition],
+        label: str,
+        timeout_s: float = 60,
     ) -> Counter[str]:
         client.send_many(commands)
         statuses: Counter[str] = Counter()

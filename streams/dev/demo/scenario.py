@@ -27,13 +27,14 @@ from rich.console import Console
 
 from ledger.state import LoanState
 from schemas.commands import (
-    CloseBusinessDay,
+    CloseBusinessDayForPartition,
     CommandBase,
     OpenLoan,
     RepaymentMethod,
     RequestRepayment,
     Source,
 )
+from streams.client import business_day_ticks
 from streams.dev import LEDGER
 from streams.dev.channels.config import ChannelBehaviour, SimulatorConfig
 from streams.gateway.channels import ChannelClient
@@ -153,18 +154,18 @@ def opening(book: Book, rng: random.Random, now: datetime) -> list[CommandBase]:
 
 
 def one_day(
-    book: Book, rng: random.Random, day: date, now: datetime, states: Mapping[str, LoanState]
-) -> list[CommandBase]:
-    """The clock closes the day for every loan; a few borrowers and an agent act on their own,
-    going by the books as they stand (`states`, folded from the log)."""
-    commands: list[CommandBase] = [
-        CloseBusinessDay(
-            command_id=f"close-{day.isoformat()}-{loan}",
-            loan_id=loan,
-            issued_at=now,
-            business_date=day,
-        )
-        for loan in book.loans
+    book: Book,
+    rng: random.Random,
+    day: date,
+    now: datetime,
+    states: Mapping[str, LoanState],
+    partitions: int,
+) -> list[CommandBase | CloseBusinessDayForPartition]:
+    """The business clock closes the day (a tick per partition of `ledger.commands`); a few
+    borrowers and an agent act on their own, going by the books as they stand (`states`, folded
+    from the log)."""
+    commands: list[CommandBase | CloseBusinessDayForPartition] = [
+        *business_day_ticks(day, partitions, now)
     ]
     owing = [loan for loan in book.loans if _next_unpaid(states.get(loan)) is not None]
     for loan in rng.sample(owing, min(3, len(owing))):
