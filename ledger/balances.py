@@ -36,10 +36,15 @@ def fold_balances(postings: Iterable[Posting]) -> dict[str, int]:
 
 
 def project_postings(
-    balances: MutableMapping[str, tuple[int, str]], event: Event, partition: int
+    balances: MutableMapping[str, tuple[int, str]],
+    event: Event,
+    partition: int,
+    loan_moves: MutableMapping[str, int] | None = None,
 ) -> list[BalanceRecord]:
     """Add the event's postings to `balances` (balance key -> (balance, currency)); return the
-    new balance record of every account touched. Shared accounts are kept per `partition`."""
+    new balance record of every account touched. Shared accounts are kept per `partition`.
+    `loan_moves`, if given, is the event's loan's own share of each balance key (what the
+    projector's snapshot of that loan holds): the same amounts are added to it."""
     touched: dict[str, BalanceRecord] = {}
     for account, amount, posted_in in account_moves(event.postings):
         shard = partition if is_shared(account) else None
@@ -47,6 +52,8 @@ def project_postings(
         balance, currency = balances.get(key, (0, posted_in))
         assert currency == posted_in, f"{account} holds {currency}, posting in {posted_in}"
         balances[key] = (balance + amount, currency)
+        if loan_moves is not None:
+            loan_moves[key] = loan_moves.get(key, 0) + amount
         touched[key] = BalanceRecord(
             account=account,
             balance_minor=balance + amount,

@@ -6,6 +6,11 @@ partition a restore must start reading (`events_from`: see docs/design.md, "Snap
 quarantined loan's record says so instead of carrying a state, so that a restore from snapshots
 keeps it quarantined.
 
+The projector's snapshots (`ledger.projector-states`, co-partitioned with the events) are per loan
+too: `LoanBooks`, the loan's share of every balance it moved (its own accounts, and its part of
+the shared accounts' shards), so that each record stands alone and a partition's balances are
+their sum.
+
 One more record per partition, under `CLOCK_KEY` (never a loan id), holds the partition's business
 clock (`ledger.business_clock`): the last tick it accepted, as of a commands offset.
 
@@ -47,6 +52,18 @@ class ClockSnapshot(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     command_offset: int  # the clock reflects every tick below this commands offset
 
 
+class LoanBooks(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The projector's snapshot of one loan: its events up to `seq` are in `moves`."""
+
+    version: int = SNAPSHOT_VERSION
+    loan_id: str
+    seq: int
+    events_from: int  # a restore of this events partition folds from this offset
+    events_offset: int  # the events offset committed when it was written
+    moves: dict[str, tuple[int, str]]  # balance key -> (the loan's net postings, currency)
+    quarantine: Quarantine | None = None  # its balances stop at `seq`
+
+
 class _Version(msgspec.Struct):
     version: int
 
@@ -54,6 +71,7 @@ class _Version(msgspec.Struct):
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(LoanSnapshot)
 _clock_decoder = msgspec.json.Decoder(ClockSnapshot)
+_books_decoder = msgspec.json.Decoder(LoanBooks)
 _version = msgspec.json.Decoder(_Version)
 
 
@@ -111,3 +129,14 @@ def decode_clock(value: bytes) -> ClockSnapshot | None:
     if _version.decode(value).version != SNAPSHOT_VERSION:
         return None
     return _clock_decoder.decode(value)
+
+
+def encode_books(books: LoanBooks) -> bytes:
+    return _encoder.encode(books)
+
+
+def decode_books(value: bytes) -> LoanBooks | None:
+    """As `decode_snapshot`, for a record of `ledger.projector-states`."""
+    if _version.decode(value).version != SNAPSHOT_VERSION:
+        return None
+    return _books_decoder.decode(value)

@@ -39,6 +39,14 @@ def _loan_snapshot_schema() -> dict[str, Any]:
     return {"anyOf": [loan, clock], "$defs": components}
 
 
+def _projector_snapshot_schema() -> dict[str, Any]:
+    """`ledger.projector-states`: the projector's snapshot of each loan (`ledger/snapshot.py`)."""
+    from ledger.snapshot import LoanBooks
+
+    schema: dict[str, Any] = msgspec.json.schema(LoanBooks)
+    return schema
+
+
 def render() -> dict[str, str]:
     """File name -> JSON text, for every topic whose value is JSON we define."""
     files = {}
@@ -47,6 +55,7 @@ def render() -> dict[str, str]:
         for topic, model in TOPIC_VALUES.items()
     }
     schemas["ledger.loan-states"] = _loan_snapshot_schema()
+    schemas["ledger.projector-states"] = _projector_snapshot_schema()
     for topic, schema in schemas.items():
         schema = {
             "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -69,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     OUTPUT.mkdir(exist_ok=True)
     for name, text in render().items():
         (OUTPUT / name).write_text(text)
-    print(f"wrote {len(TOPIC_VALUES) + 1} schemas to {OUTPUT}")
+    print(f"wrote {len(render())} schemas to {OUTPUT}")
     return 0
 
 

@@ -57,6 +57,12 @@ LOAN_STATES = TopicSpec(
     # snapshot per loan (the decider writes one per loan per batch that touched it).
     extra_configs={"min.cleanable.dirty.ratio": "0.1", "segment.ms": str(3600 * 1000)},
 )  # fmt: skip
+PROJECTOR_STATES = TopicSpec(
+    "ledger.projector-states", "loan_id", "LoanBooks", "projector only", -1,
+    cleanup_policy=CleanupPolicy.COMPACT,
+    # As the loan states: a restore reads the whole partition.
+    extra_configs={"min.cleanable.dirty.ratio": "0.1", "segment.ms": str(3600 * 1000)},
+)  # fmt: skip
 DLQ = TopicSpec(
     "ledger.dlq",
     "original key",
@@ -66,4 +72,6 @@ DLQ = TopicSpec(
     copartitioned=False,
 )
 
-ALL_TOPICS: tuple[TopicSpec, ...] = (COMMANDS, EVENTS, OUTCOMES, BALANCES, LOAN_STATES, DLQ)
+ALL_TOPICS: tuple[TopicSpec, ...] = (
+    COMMANDS, EVENTS, OUTCOMES, BALANCES, LOAN_STATES, PROJECTOR_STATES, DLQ,
+)  # fmt: skip

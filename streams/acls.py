@@ -17,7 +17,16 @@ from confluent_kafka.admin import (
     ResourceType,
 )
 
-from schemas.topics import ALL_TOPICS, BALANCES, COMMANDS, DLQ, EVENTS, LOAN_STATES, OUTCOMES
+from schemas.topics import (
+    ALL_TOPICS,
+    BALANCES,
+    COMMANDS,
+    DLQ,
+    EVENTS,
+    LOAN_STATES,
+    OUTCOMES,
+    PROJECTOR_STATES,
+)
 from streams.settings import LedgerSettings
 
 Component = Literal["worker", "gateway", "client", "analyst"]
@@ -58,10 +67,11 @@ def grants(settings: LedgerSettings, component: Component) -> list[Grant]:
         *(spec.name for spec in ALL_TOPICS),
     )
     if component == "worker":
+        read_write = (AclOperation.READ, AclOperation.WRITE)
         return [
             *describe_all,
             *topics((AclOperation.READ,), COMMANDS.name),
-            *topics((AclOperation.READ, AclOperation.WRITE), EVENTS.name, LOAN_STATES.name),
+            *topics(read_write, EVENTS.name, LOAN_STATES.name, PROJECTOR_STATES.name),
             *topics((AclOperation.WRITE,), OUTCOMES.name, BALANCES.name, DLQ.name),
             *(literal(ResourceType.GROUP, name) for name in settings.worker_groups),
             # Each stage's transactional ids are `{group}-decider-…` and `{group}-projector-…`.

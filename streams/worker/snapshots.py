@@ -214,35 +214,58 @@ class Found:
 
 def _read_snapshots(settings: LedgerSettings, partition: int) -> Found | None:
     """The partition's snapshots; None when the partition cannot be restored from them."""
-    found, mark = Found(), Mark()
-    reader = LogReader(settings, LOAN_STATES.name, partitions=[partition], whole_transactions=True)
-    with reader:
-        for batch in reader.batches():
-            found.read += len(batch)
-            for message in batch:
-                if not _take(found, mark, message):
-                    return None
-    found.start = mark.start
+    found = Found()
+    marked = read_marked(settings, LOAN_STATES.name, partition, lambda m: _take(found, m))
+    if marked is None:
+        return None
+    found.start, found.read = marked.start, marked.read
     if found.clock is None:  # no tick was accepted below the last checkpoint's offset
-        found.clock_offset = max(0, mark.highest_command)
-    return None if found.start <= 0 else found
+        found.clock_offset = max(0, marked.highest)
+    return found
 
 
-def _take(found: Found, mark: Mark, message: Message) -> bool:
-    """One snapshot record into `found`; False if it is unusable."""
+def _take(found: Found, message: Message) -> tuple[int, int] | None:
+    """One snapshot record into `found`: its mark and offset, or None if it is unusable."""
     if message.key() == CLOCK_KEY_BYTES:
         clock = _decode(message, decode_clock)
         if clock is None:
-            return False
+            return None
         found.clock, found.clock_offset = clock.clock, clock.command_offset
-        mark.saw(clock.events_from, clock.command_offset)
-        return True
+        return clock.events_from, clock.command_offset
     snapshot = _decode(message, decode_snapshot)
     if snapshot is None:
-        return False
+        return None
     found.loans[snapshot.loan_id] = snapshot
-    mark.saw(snapshot.events_from, snapshot.command_offset)
-    return True
+    return snapshot.events_from, snapshot.command_offset
+
+
+@dataclass(frozen=True, slots=True)
+class Marked:
+    start: int  # where the events are read from (> 0)
+    highest: int  # the highest input offset a record was written at
+    read: int  # records read
+
+
+def read_marked(
+    settings: LedgerSettings,
+    base_topic: str,
+    partition: int,
+    take: Callable[[Message], tuple[int, int] | None],
+) -> Marked | None:
+    """Read a partition of snapshot records in offset order. `take` keeps a record and returns
+    its (events_from, input offset), or None if it cannot be used. None when the partition
+    cannot be restored from its records: one is unusable, or there is no mark above 0."""
+    mark, read = Mark(), 0
+    reader = LogReader(settings, base_topic, partitions=[partition], whole_transactions=True)
+    with reader:
+        for batch in reader.batches():
+            read += len(batch)
+            for message in batch:
+                taken = take(message)
+                if taken is None:
+                    return None
+                mark.saw(*taken)
+    return None if mark.start <= 0 else Marked(mark.start, mark.highest_command, read)
 
 
 def ticks_since(

@@ -12,7 +12,8 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import date, timedelta
 
 import pytest
@@ -28,6 +29,7 @@ from streams.metrics import Metrics
 from streams.settings import LedgerSettings
 from streams.worker.decider import BatchDecider
 from streams.worker.loop import BatchLoop
+from streams.worker.projector import BatchProjector, PartitionBooks
 from streams.worker.restore import committed_offsets
 from streams.worker.snapshots import COMMAND_OFFSET, restore_partition, ticks_since
 from tests.integration.test_restore import settings_for
@@ -69,6 +71,7 @@ def decide_in_waves(
     checkpoint_interval_s: float,
     commands: Sequence[Command | CloseBusinessDayForPartition] = (),
     waves: int = WAVES,
+    after_wave: Callable[[], None] = lambda: None,
 ) -> int:
     """Run a decider loop over the workload (default: repayment cycles), sent in waves, then
     stop it; the commands sent."""
@@ -83,18 +86,20 @@ def decide_in_waves(
     runner.start()
     producer = Producer(settings.producer_config())
     size = len(commands) // waves
+    already = committed(settings)  # a later round goes on from the commands decided before
     try:
         for wave in range(waves):
             for command in commands[wave * size : (wave + 1) * size]:
                 value, key = command.model_dump_json().encode(), _key(command)
                 producer.produce(topic, value, key, partition=0)
             producer.flush(10)
-            _wait_until_decided(decider, (wave + 1) * size)
+            _wait_until_decided(decider, already + (wave + 1) * size)
+            after_wave()
     finally:
         stop.set()
         runner.join(60)
     assert not runner.is_alive()
-    return waves * size
+    return already + waves * size
 
 
 def _key(command: Command | CloseBusinessDayForPartition) -> bytes:
@@ -263,3 +268,81 @@ def _events(settings: LedgerSettings) -> list[Event]:
         for batch in reader.batches():
             found += [parse_event(message.value() or b"") for message in batch]
     return found
+
+
+# ---- the projector's snapshots ---------------------------------------------------------------
+
+
+@contextmanager
+def projecting(settings: LedgerSettings) -> Iterator[Callable[[], None]]:
+    """A projector loop running; the call waits until it has committed every event of
+    partition 0 written so far. Stopped on exit (its last checkpoint)."""
+    projector = BatchProjector(settings, Metrics())
+    loop = BatchLoop(settings, projector, "projector", "snap-1")
+    stop = threading.Event()
+    runner = threading.Thread(target=loop.run, args=(stop,))
+    runner.start()
+
+    def caught_up() -> None:
+        with LogReader(settings, "ledger.events", partitions=[0]) as reader:
+            # past the last record (a transaction's commit marker takes an offset after it)
+            end = max((m.offset() or 0) + 1 for batch in reader.batches() for m in batch)
+        deadline = time.monotonic() + 90
+        while _projected(projector) < end:
+            assert time.monotonic() < deadline, "timed out waiting for the projector"
+            time.sleep(0.1)
+
+    try:
+        yield caught_up
+    finally:
+        stop.set()
+        runner.join(60)
+    assert not runner.is_alive()
+
+
+def _projected(projector: BatchProjector) -> int:
+    checkpoints = projector.checkpoints.get(0)
+    return 0 if checkpoints is None else checkpoints.command_offset
+
+
+def projected_committed(settings: LedgerSettings) -> int:
+    group = f"{settings.group_id}-batched-projector"
+    consumer = Consumer(settings.confluent_config() | {"group.id": group})
+    try:
+        return committed_offsets(consumer, settings.topic("ledger.events"), [0])[0]
+    finally:
+        consumer.close()
+
+
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
+def test_the_projector_restores_from_its_snapshots_and_the_events_after_them(
+    kafka_bootstrap: str, guarantee: str
+) -> None:
+    """The projector runs while the workload is decided in waves, catching up after each, so
+    each wave is a batch and its checkpoint marks where it began: a new projector's restore
+    reads the snapshots and only the last wave's events, and has the balances of a fold of the
+    whole log."""
+    settings = settings_for(kafka_bootstrap, processing_guarantee=guarantee)
+    ends: list[int] = []
+    with projecting(settings) as caught_up:
+
+        def project_the_wave() -> None:
+            caught_up()
+            ends.append(projected_committed(settings))
+
+        decide_in_waves(settings, checkpoint_interval_s=0, after_wave=project_the_wave)
+    whole = PartitionBooks()
+    for event in _events(settings):
+        whole.apply(event, 0)
+
+    committed_events = projected_committed(settings)
+    restoration = BatchProjector(settings, Metrics()).restore(0, committed_events)
+    projector = BatchProjector(settings, Metrics())
+    projector.restore(0, committed_events).install()
+
+    assert projector.books[0].balances == whole.balances
+    assert projector.books[0].seqs.applied == whole.seqs.applied
+    with LogReader(settings, "ledger.projector-states", partitions=[0]) as reader:
+        snapshots = sum(map(len, reader.batches()))  # not compacted yet: each one is read
+    events_read = restoration.records - snapshots
+    assert 0 < events_read <= committed_events - ends[-2], "only the last wave's events"

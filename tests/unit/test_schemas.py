@@ -391,6 +391,7 @@ DAY_MS = 86_400_000
         ("ledger.outcomes", "loan_id", "delete", str(7 * DAY_MS)),
         ("ledger.balances", "account", "compact", None),
         ("ledger.loan-states", "loan_id", "compact", "-1"),
+        ("ledger.projector-states", "loan_id", "compact", "-1"),
         ("ledger.dlq", "original key", "delete", str(30 * DAY_MS)),
     ],
 )
@@ -413,13 +414,17 @@ def test_the_registry_has_exactly_the_design_topics() -> None:
         "ledger.events",
         "ledger.loan-states",
         "ledger.outcomes",
+        "ledger.projector-states",
     ]
     by_name = {t.name: t for t in ALL_TOPICS}
     # A caller that knows its loan id knows which partition carries its outcome.
     assert all(
         by_name[n].copartitioned
-        for n in ("ledger.commands", "ledger.events", "ledger.outcomes", "ledger.loan-states")
-    )
+        for n in (
+            "ledger.commands", "ledger.events", "ledger.outcomes", "ledger.loan-states",
+            "ledger.projector-states",
+        )
+    )  # fmt: skip
     # A restore reads a loan's latest snapshot: compaction keeps only that.
     assert by_name["ledger.loan-states"].cleanup_policy is CleanupPolicy.COMPACT
     assert by_name["ledger.balances"].cleanup_policy is CleanupPolicy.COMPACT

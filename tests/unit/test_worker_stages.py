@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from ledger.business_clock import DueCalendar
 from ledger.sequence import LoanLog, Quarantine, Verdict
-from ledger.snapshot import CLOCK_KEY, decode_clock, decode_snapshot
+from ledger.snapshot import CLOCK_KEY, decode_books, decode_clock, decode_snapshot
 from schemas.commands import CloseBusinessDayForPartition, Command
 from schemas.events import encode_event, parse_event
 from streams.metrics import Metrics
@@ -144,8 +144,7 @@ def test_events_without_the_command_offset_header_count_as_decided_before_any_co
 
 def test_a_batch_publishes_each_touched_balance_once_at_its_final_value() -> None:
     outputs = a_decider().handle(command_records(repayment_cycle(loans=10, seed=5)))
-    projector = BatchProjector(SETTINGS, Metrics())
-    projector.books[0] = PartitionBooks()
+    projector = a_projector()
 
     published = projector.handle(event_records(outputs))
 
@@ -156,6 +155,33 @@ def test_a_batch_publishes_each_touched_balance_once_at_its_final_value() -> Non
         key.encode(): value for key, (value, _c) in projector.books[0].balances.items()
     }
     assert sum(totals.values()) == 0
+
+
+def a_projector() -> BatchProjector:
+    projector = BatchProjector(SETTINGS, Metrics())
+    projector.books[0] = PartitionBooks()
+    projector.checkpoints[0] = Checkpoints(events_end=0, pending_from=0)
+    return projector
+
+
+def test_the_projectors_snapshots_resumed_give_back_its_books() -> None:
+    """Each loan's record holds its share of every balance it moved: the records of a
+    partition, resumed in any order, sum to the partition's balances and seqs."""
+    outputs = a_decider().handle(command_records(repayment_cycle(loans=12, seed=6)))
+    projector = a_projector()
+    projector.handle(event_records(outputs))
+
+    written = projector.checkpoint()
+
+    again = PartitionBooks()
+    for output in reversed(written):
+        snapshot = decode_books(output.value)
+        assert snapshot is not None
+        assert (snapshot.events_from, snapshot.events_offset) == (0, len(event_records(outputs)))
+        again.resume(snapshot)
+    assert again.balances == projector.books[0].balances
+    assert again.seqs.applied == projector.books[0].seqs.applied
+    assert projector.checkpoint() == [], "nothing moved since"
 
 
 @settings(max_examples=60, deadline=None)
