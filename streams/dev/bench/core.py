@@ -31,6 +31,7 @@ from schemas.commands import (
     RequestRepayment,
     Source,
 )
+from schemas.events import Event
 from streams.dev.bench.context import Bench
 from streams.dev.bench.results import Figure, Goal, Report, ratio
 
@@ -43,9 +44,12 @@ TIMED_CALLS = 3_000
 class PunctualLoan:
     """One loan decided day by day; `state` is where its events have taken it."""
 
-    def __init__(self, loan_id: str, term_months: int = TERM_MONTHS) -> None:
+    def __init__(
+        self, loan_id: str, term_months: int = TERM_MONTHS, keep_events: bool = False
+    ) -> None:
         self.loan_id = loan_id
         self.state: LoanState = initial_state(loan_id)
+        self.events: list[Event] | None = [] if keep_events else None
         self.day = OPENED
         self._keep(
             OpenLoan(
@@ -105,6 +109,8 @@ class PunctualLoan:
         decision = decide(self.state, command)
         assert decision.outcome.status.value == "accepted", decision.outcome
         self.state = decision.state
+        if self.events is not None:
+            self.events.extend(decision.events)
 
 
 def _at(day: date, hour: int = 23) -> datetime:

@@ -7,7 +7,10 @@ one loan's snapshot with the loan id substituted: the states differ only by it).
 snapshots' mark the events partition holds a last batch, as a crash leaves it: the next business
 day of one loan in twenty, really decided from its snapshot. The history before the mark is not
 written (a year of it is 400 events a loan): a restore from snapshots never reads it, which the
-"records read" figures show. `restore_partition`, the decider's own restore, is timed.
+"records read" figures show. `restore_partition`, the decider's own restore, is timed; then the
+projector's (`BatchProjector.restore`) from its own snapshots of the same loans (each loan's share
+of the balances, `ledger.snapshot.LoanBooks`, folded from the template's events) and the same
+tail of events.
 """
 
 from __future__ import annotations
@@ -18,14 +21,16 @@ from collections.abc import Iterator
 from confluent_kafka import Producer
 
 from ledger import decide
-from ledger.snapshot import decode_snapshot, encode_snapshot
+from ledger.snapshot import decode_snapshot, encode_books, encode_snapshot
 from schemas.events import encode_event
-from schemas.topics import EVENTS, LOAN_STATES
+from schemas.topics import EVENTS, LOAN_STATES, PROJECTOR_STATES
 from streams.dev.bench.context import Bench
 from streams.dev.bench.core import PunctualLoan
 from streams.dev.bench.results import Figure, Goal, Report, ratio
+from streams.metrics import Metrics
 from streams.settings import LedgerSettings
 from streams.topics import ensure_topics
+from streams.worker.projector import BatchProjector, PartitionBooks
 from streams.worker.snapshots import COMMAND_OFFSET, restore_partition
 
 SECTION = "restore"
@@ -53,6 +58,16 @@ def run(bench: Bench, report: Report) -> None:
                 f"{found['snapshot_bytes']:,} bytes a snapshot",
             )
         )  # fmt: skip
+    for label, found in results.items():
+        report.add(
+            Figure(
+                SECTION, f"projector restore, {loans:,} loans with {label} of history",
+                found["projector_seconds"], "s",
+                goal=Goal("<= 10 s", at_most=10) if label == "one year" else None,
+                note=f"{found['projector_records']:,} records read, "
+                f"{found['projector_snapshot_bytes']:,} bytes a snapshot",
+            )
+        )  # fmt: skip
     slower = ratio(year["seconds"], week["seconds"])
     report.add(
         Figure(
@@ -66,7 +81,7 @@ def run(bench: Bench, report: Report) -> None:
 def _measure(bench: Bench, settings: LedgerSettings, days: int) -> dict[str, float | int]:
     loans = bench.sizes.restore_loans
     ensure_topics(settings)
-    template = PunctualLoan(TEMPLATE, term_months=12)
+    template = PunctualLoan(TEMPLATE, term_months=12, keep_events=True)
     template.live(days, pays=False)
     snapshot = encode_snapshot(template.state, events_from=1, command_offset=loans)
     producer = Producer(settings.producer_config() | {"linger.ms": 50, "compression.type": "lz4"})
@@ -80,22 +95,42 @@ def _measure(bench: Bench, settings: LedgerSettings, days: int) -> dict[str, flo
         tail += 1
     bench.console.print(f"restore: writing {loans:,} snapshots ({days} days) and {tail:,} events")
     states = settings.topic(LOAN_STATES.name)
+    books = _books_template(template)
+    projector_states = settings.topic(PROJECTOR_STATES.name)
     for number in range(loans):
         key = _loan_id(number).encode()
         _produce(producer, states, key, snapshot.replace(TEMPLATE.encode(), key))
+        _produce(producer, projector_states, key, books.replace(TEMPLATE.encode(), key))
     producer.flush(120)
     started = time.perf_counter()
     restored = restore_partition(settings, 0, committed=loans + 1)
     seconds = time.perf_counter() - started
     assert restored.from_snapshots, "the restore did not start from the snapshots"
     assert len(restored.loans.states) == loans, "the restore is missing loans"
+    started = time.perf_counter()
+    projector = BatchProjector(settings, Metrics())
+    projected = projector.restore(0, committed=1 + tail)
+    projected.install()
+    projector_seconds = time.perf_counter() - started
+    assert len(projector.books[0].seqs.applied) == loans, "the projector is missing loans"
     return {
         "days": days,
         "seconds": seconds,
         "snapshots": restored.snapshots_read,
         "events": restored.events_read,
         "snapshot_bytes": len(snapshot),
+        "projector_seconds": projector_seconds,
+        "projector_records": projected.records,
+        "projector_snapshot_bytes": len(books),
     }
+
+
+def _books_template(template: PunctualLoan) -> bytes:
+    """The projector's snapshot of the template loan, marked as the decider's."""
+    books = PartitionBooks()
+    for event in template.events or ():
+        books.apply(event, 0)
+    return encode_books(books.snapshot(TEMPLATE, events_from=1, events_offset=1))
 
 
 def _tail(snapshot: bytes, loans: int, template: PunctualLoan) -> Iterator[tuple[bytes, bytes]]:
