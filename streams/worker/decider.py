@@ -218,7 +218,8 @@ class BatchDecider:
         if loan_id in loans.quarantined:  # out of the calendar until its log is repaired
             return None
         self.resting[partition].wake(loans, loan_id)
-        return close_for(loans.states[loan_id], clock, self.policy)
+        state = loans.states.get(loan_id)
+        return None if state is None else close_for(state, clock, self.policy)
 
     def _apply(self, partition: int, offset: int, loan_id: str, decision: Decision) -> list[Output]:
         """Keep a decision's state and write its events."""
