@@ -22,7 +22,8 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
-from schemas.commands import Command
+from schemas.commands import CloseBusinessDayForPartition, Command
+from streams.client import TICK_KEY
 from streams.dev import LEDGER
 from streams.settings import LedgerSettings
 from tests.integration.kafka_helpers import unique
@@ -124,17 +125,29 @@ class Pipeline:
             )
         return "\n".join(tails)
 
-    def send(self, commands: Iterable[Command], producer: Producer | None = None) -> int:
+    def send(
+        self,
+        commands: Iterable[Command | CloseBusinessDayForPartition],
+        producer: Producer | None = None,
+    ) -> int:
+        """Each command keyed by its loan id; a business-day tick to the partition it names."""
         producer = producer or Producer(self.settings.producer_config())
         count = 0
         for command in commands:
-            self.send_raw(producer, command.loan_id.encode(), command.model_dump_json().encode())
+            value = command.model_dump_json().encode()
+            if isinstance(command, CloseBusinessDayForPartition):
+                self.send_raw(producer, TICK_KEY, value, command.partition)
+            else:
+                self.send_raw(producer, command.loan_id.encode(), value)
             count += 1
         producer.flush(60)
         return count
 
     def send_over(
-        self, commands: list[Command], seconds: float, producer: Producer | None = None
+        self,
+        commands: list[Command | CloseBusinessDayForPartition],
+        seconds: float,
+        producer: Producer | None = None,
     ) -> None:
         """Commands in chunks of 50 spread over `seconds`, as a steady upstream would send."""
         producer = producer or Producer(self.settings.producer_config())
@@ -144,10 +157,16 @@ class Pipeline:
             self.send(commands[start : start + chunk], producer)
             time.sleep(pause)
 
-    def send_raw(self, producer: Producer, key: bytes | None, value: bytes) -> None:
+    def send_raw(
+        self, producer: Producer, key: bytes | None, value: bytes, partition: int | None = None
+    ) -> None:
+        topic = self.settings.topic("ledger.commands")
         while True:
             try:
-                producer.produce(self.settings.topic("ledger.commands"), key=key, value=value)
+                if partition is None:
+                    producer.produce(topic, key=key, value=value)
+                else:
+                    producer.produce(topic, key=key, value=value, partition=partition)
                 return
             except BufferError:
                 producer.poll(0.1)

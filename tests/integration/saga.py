@@ -14,18 +14,19 @@ import urllib.request
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-from schemas.commands import Command, Source
+from schemas.commands import CloseBusinessDayForPartition, Command, Source
+from streams.client import business_day_ticks
 from streams.dev.channels import simulator_command
 from streams.dev.channels.admin import SimulatorClient
 from streams.dev.channels.config import ChannelBehaviour, SimulatorConfig
 from streams.dev.channels.simulator import AccountTruth, GroundTruth
 from streams.dev.localkafka import free_port
 from tests.integration.pipeline import LogFold, Pipeline, balances_from_topic, outcomes_by_command
-from tests.support.builders import FIRST_DUE, close_day, open_loan, request
+from tests.support.builders import FIRST_DUE, T0, close_day, open_loan, request
 
 T = TypeVar("T")
 Event = dict[str, Any]
@@ -109,7 +110,7 @@ class Saga:
 
     # ---- the ledger --------------------------------------------------------------------------
 
-    def send(self, *commands: Command) -> None:
+    def send(self, *commands: Command | CloseBusinessDayForPartition) -> None:
         self.pipeline.send(commands)
 
     def outcomes(self, *command_ids: str, timeout_s: float = 60) -> dict[str, dict[str, Any]]:
@@ -234,10 +235,19 @@ def saga_fixture(
 # ---- a realistic workload and its settling ------------------------------------------------
 
 
-def workload(rng: random.Random, loans: list[str]) -> tuple[list[Command], list[Command]]:
-    """Day one (open, first installment due, doors racing the auto-debit job) and day two."""
-    first: list[Command] = []
-    second: list[Command] = []
+Sent = Command | CloseBusinessDayForPartition
+
+
+def workload(
+    rng: random.Random, loans: list[str], ticks_on: int | None = None
+) -> tuple[list[Sent], list[Sent]]:
+    """Day one (open, first installment due, doors racing the auto-debit job) and day two.
+
+    With `ticks_on` (the partition count), day two is closed by the business clock instead of
+    a CloseBusinessDay per loan: the ticks of the day before (late fees for the unpaid), app
+    requests from one loan in ten (their loans catch up first), then the second due date's."""
+    first: list[Sent] = []
+    second: list[Sent] = []
     for loan in loans:
         first.append(
             open_loan(
@@ -254,7 +264,19 @@ def workload(rng: random.Random, loans: list[str]) -> tuple[list[Command], list[
             first.append(request(f"app-{loan}", Source.APP, loan))
         if rng.random() < 0.2:
             first.append(request(f"agent-{loan}", Source.COLLECTION, loan, requested_by="agent-3"))
-        second.append(close_day(SECOND_DUE, f"close2-{loan}", loan))
+        if ticks_on is None:
+            second.append(close_day(SECOND_DUE, f"close2-{loan}", loan))
+    if ticks_on is not None:
+        eve = SECOND_DUE - timedelta(days=1)
+        asking = [
+            request(f"app2-{loan}", Source.APP, loan)
+            for loan in rng.sample(loans, len(loans) // 10)
+        ]
+        second = [
+            *business_day_ticks(eve, ticks_on, T0),
+            *asking,
+            *business_day_ticks(SECOND_DUE, ticks_on, T0),
+        ]
     return first, second
 
 

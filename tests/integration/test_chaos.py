@@ -34,7 +34,7 @@ import pytest
 from confluent_kafka import IsolationLevel, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from schemas.commands import Command, parse_command
+from schemas.commands import CloseBusinessDayForPartition, LoanCommand, parse_topic_command
 from streams.dev.channels.simulator import AccountTruth, GroundTruth
 from streams.dev.localkafka import free_port
 from streams.dev.localkafka.cluster import LocalCluster
@@ -44,6 +44,7 @@ from streams.topics import ensure_topics
 from tests.integration.pipeline import LogFold, Pipeline, outcomes_by_command
 from tests.integration.saga import (
     Saga,
+    Sent,
     card_net,
     collected_from_card,
     due_on,
@@ -60,7 +61,7 @@ from tests.support.chaos import (
     last_offsets,
     restores_logged,
 )
-from tests.support.oracle import oracle_events
+from tests.support.oracle import oracle_events_by_partition
 
 pytestmark = pytest.mark.integration
 
@@ -119,7 +120,7 @@ def test_nothing_lost_doubled_or_debited_twice_through_process_and_broker_faults
     rng = random.Random(f"{guarantee}{SEED}")
     loans = [f"C-{n:06d}-{rng.getrandbits(24):06x}" for n in range(LOANS)]
     broke = {f"card-{loan}" for loan in rng.sample(loans, LOANS // 50)}
-    day_one, day_two = workload(rng, loans)
+    day_one, day_two = workload(rng, loans, ticks_on=pipeline.partitions)
     worker = {"session_timeout_s": str(SESSION_TIMEOUT_S)}
     saga = Saga.start(pipeline, gateway=GATEWAY, workers=("w1", "w2"), worker=worker)
     try:
@@ -145,7 +146,7 @@ def test_nothing_lost_doubled_or_debited_twice_through_process_and_broker_faults
         partitions = _assert_no_open_transaction(pipeline.settings)
 
         exits = Counter(code for _name, code in pipeline.restarts)
-        distinct = len({command.command_id for command in commands})
+        distinct = len({command.command_id for _p, command in commands})
         print(
             f"\n{guarantee}, seed {SEED or '(none)'}: {LOAD_SECONDS:.0f} s of load, "
             f"{len(loans):,} loans, {len(sent):,} commands sent, {len(commands):,} on the log "
@@ -176,7 +177,7 @@ def test_nothing_lost_doubled_or_debited_twice_through_process_and_broker_faults
         pipeline.stop()
 
 
-def _send_days(pipeline: Pipeline, day_one: list[Command], day_two: list[Command]) -> None:
+def _send_days(pipeline: Pipeline, day_one: list[Sent], day_two: list[Sent]) -> None:
     """Day one over the first 60 % of the load, day two over the rest."""
     producer = Producer(pipeline.settings.producer_config() | {"message.timeout.ms": 300_000})
     # The idempotent producer retries through broker faults (acks=all): each is written once.
@@ -318,13 +319,16 @@ def _create_topics(settings: LedgerSettings, timeout_s: float = 60.0) -> None:
             time.sleep(2)
 
 
-def _assert_every_command_answered_once(pipeline: Pipeline) -> tuple[list[Command], Counter[str]]:
-    """Every command on the log, ours and the gateway's, has an outcome, and all the copies of
-    a command's outcome have the same effect. Returns the commands in log order and the count
-    of outcomes by status (of each command's first) and of outcome records (`copies`)."""
+def _assert_every_command_answered_once(
+    pipeline: Pipeline,
+) -> tuple[list[tuple[int, LoanCommand | CloseBusinessDayForPartition]], Counter[str]]:
+    """Every command on the log, ours, the gateway's and the business clock's, has an outcome,
+    and all the copies of a command's outcome have the same effect. Returns the commands in log
+    order, with their partitions, and the count of outcomes by status (of each command's first)
+    and of outcome records (`copies`)."""
     records = sorted(pipeline.read("ledger.commands"), key=lambda r: (r[2], r[3]))
-    commands = [parse_command(value or b"") for _key, value, _p, _o in records]
-    wanted = {command.command_id for command in commands}
+    commands = [(p, parse_topic_command(value or b"")) for _key, value, p, _o in records]
+    wanted = {command.command_id for _p, command in commands}
     pipeline.wait_for_outcomes(wanted, timeout_s=300)
     outcomes = outcomes_by_command(pipeline.read("ledger.outcomes"))
     missing = wanted - outcomes.keys()
@@ -344,13 +348,17 @@ def _effect(outcome: bytes) -> tuple[str, str | None, tuple[str, ...]]:
     return status, answer["reason"], tuple(answer["event_ids"])
 
 
-def _assert_books(pipeline: Pipeline, fold: LogFold, commands: list[Command]) -> int:
+def _assert_books(
+    pipeline: Pipeline,
+    fold: LogFold,
+    commands: list[tuple[int, LoanCommand | CloseBusinessDayForPartition]],
+) -> int:
     """The log is the pure core's replay of the commands log (partition by partition, in
     offset order); the balances topic is the log's fold; the balances sum to 0. Returns the
     number of accounts."""
     assert fold.conflicting_repeats == []
     assert fold.seq_gaps() == []
-    assert fold.by_seq == oracle_events(commands), "the log differs from the replay"
+    assert fold.by_seq == oracle_events_by_partition(commands), "the log differs from the replay"
     expected = dict(fold.balances)
     assert sum(expected.values()) == 0
     assert pipeline.wait_for_balances(expected, timeout_s=180) == expected
