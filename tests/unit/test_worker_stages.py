@@ -46,7 +46,7 @@ from tests.support.builders import (
     success,
     when,
 )
-from tests.support.oracle import oracle_events
+from tests.support.oracle import oracle_events, oracle_events_by_partition
 from tests.support.workload import repayment_cycle
 
 SETTINGS = LedgerSettings(topic_prefix="u.", partitions=2)
@@ -415,3 +415,33 @@ def test_a_checkpoint_writes_the_clock_after_the_loans_and_once_per_commands_off
     assert clock is not None
     assert (clock.clock.business_date, clock.command_offset) == (date(2026, 1, 5), 2)
     assert decider.checkpoint() == []
+
+
+def test_a_batch_with_ticks_gives_the_partition_oracles_events() -> None:
+    """The decider's shell around the clock (due calendar, catch-up) against the oracle the
+    chaos run uses, which finds the due loans by brute force."""
+    commands = repayment_cycle(loans=20, seed=4)
+    records = command_records(commands)
+    ticks = [_tick_record(len(records) + n, date(2026, 2, 1 + 3 * n)) for n in range(4)]
+    asking = [request(f"late-{n}", loan_id=c.loan_id) for n, c in enumerate(commands[:40:4])]
+    later = command_records(asking, first_offset=len(records) + len(ticks))
+    decider = a_decider()
+    outputs = decider.handle([*records, *ticks, *later])
+
+    events = {
+        (parse_event(o.value).loan_id, parse_event(o.value).seq): o.value
+        for o in outputs
+        if o.topic == EVENTS
+    }
+    sent = [*commands, *(_tick(m) for m in ticks), *(_command(m) for m in later)]
+    assert events == oracle_events_by_partition([(0, command) for command in sent])
+
+
+def _tick(message: Message) -> CloseBusinessDayForPartition:
+    return CloseBusinessDayForPartition.model_validate_json(message.value() or b"")
+
+
+def _command(message: Message) -> Command:
+    from schemas.commands import parse_command
+
+    return parse_command(message.value() or b"")
