@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-import msgspec
 from confluent_kafka import Message
 from pydantic import ValidationError
 
@@ -33,7 +32,7 @@ from streams.metrics import Metrics
 from streams.settings import LedgerSettings
 from streams.worker.loop import Output, Restoration
 from streams.worker.restore import events_to_restore
-from streams.worker.snapshots import Checkpoints, read_marked
+from streams.worker.snapshots import Checkpoints, decode_record, read_marked
 
 log = logging.getLogger(__name__)
 
@@ -203,13 +202,8 @@ class BatchProjector:
 def _latest(latest: dict[str, LoanBooks], message: Message) -> tuple[int, int] | None:
     """One snapshot record into `latest` (a loan's later record replaces its earlier one): its
     mark and offset, or None if it is unusable."""
-    try:
-        snapshot = decode_books(message.value() or b"")
-    except (msgspec.DecodeError, msgspec.ValidationError) as error:
-        log.warning("ledger.projector-states offset %s unreadable (%s)", message.offset(), error)
-        return None
+    snapshot = decode_record(message, decode_books)
     if snapshot is None:
-        log.warning("ledger.projector-states holds a snapshot version this code does not read")
         return None
     latest[snapshot.loan_id] = snapshot
     return snapshot.events_from, snapshot.events_offset

@@ -227,12 +227,12 @@ def _read_snapshots(settings: LedgerSettings, partition: int) -> Found | None:
 def _take(found: Found, message: Message) -> tuple[int, int] | None:
     """One snapshot record into `found`: its mark and offset, or None if it is unusable."""
     if message.key() == CLOCK_KEY_BYTES:
-        clock = _decode(message, decode_clock)
+        clock = decode_record(message, decode_clock)
         if clock is None:
             return None
         found.clock, found.clock_offset = clock.clock, clock.command_offset
         return clock.events_from, clock.command_offset
-    snapshot = _decode(message, decode_snapshot)
+    snapshot = decode_record(message, decode_snapshot)
     if snapshot is None:
         return None
     found.loans[snapshot.loan_id] = snapshot
@@ -332,14 +332,17 @@ class Mark:
         return self.last if self.lowest_late is None else min(self.last, self.lowest_late)
 
 
-def _decode(message: Message, decode: Callable[[bytes], Decoded | None]) -> Decoded | None:
+def decode_record(message: Message, decode: Callable[[bytes], Decoded | None]) -> Decoded | None:
+    """A snapshot record decoded, or None (logged) if it cannot be used: unreadable, or of a
+    version this code does not read."""
+    where = f"{message.topic()} partition {message.partition()} offset {message.offset()}"
     try:
         snapshot = decode(message.value() or b"")
     except (msgspec.DecodeError, msgspec.ValidationError) as error:
-        log.warning("ledger.loan-states offset %s unreadable (%s)", message.offset(), error)
+        log.warning("%s unreadable (%s)", where, error)
         return None
     if snapshot is None:
-        log.warning("ledger.loan-states holds a snapshot version this code does not read")
+        log.warning("%s holds a snapshot version this code does not read", where)
     return snapshot
 
 
