@@ -219,7 +219,12 @@ class BatchDecider:
             return None
         self.resting[partition].wake(loans, loan_id)
         state = loans.states.get(loan_id)
-        return None if state is None else close_for(state, clock, self.policy)
+        if state is None:
+            return None
+        decision = close_for(state, clock, self.policy)
+        if decision is None:  # its day was closed already: due again when its state says
+            self.days[partition].calendar.plan(loan_id, next_close(state, self.policy))
+        return decision
 
     def _apply(self, partition: int, offset: int, loan_id: str, decision: Decision) -> list[Output]:
         """Keep a decision's state and write its events."""

@@ -396,6 +396,23 @@ def test_a_tick_closes_the_day_at_once_only_for_the_loans_it_does_something_to()
     assert caught_up[0].causation_id == "business-day:2026-02-02:p0"
 
 
+def test_a_due_loan_whose_day_is_already_closed_stays_in_the_calendar() -> None:
+    """A loan can be ahead of its partition's clock (an old-style `CloseBusinessDay` for a
+    later date) while its calendar entry says an earlier date (as a reversal past the grace
+    days leaves it): the tick passes it over and keeps it planned, never drops it for good."""
+    decider = a_decider()
+    decider.handle(command_records([open_loan(), close_day(date(2026, 2, 10))]))
+    calendar = decider.days[0].calendar
+    calendar.plan("L1", date(2026, 2, 3))
+
+    passed_over = decider.handle([_tick_record(2, date(2026, 2, 4))])
+
+    assert [o.topic for o in passed_over] == [OUTCOMES]
+    assert len(calendar) == 1
+    due_later = decider.handle([_tick_record(3, date(2026, 3, 1))])  # the next installment
+    assert {parse_event(o.value).loan_id for o in due_later if o.topic == EVENTS} == {"L1"}
+
+
 def test_a_tick_sent_to_another_partition_is_dead_lettered_and_answered() -> None:
     outputs = a_decider().handle([_tick_record(0, date(2026, 2, 2), partition=1)])
 
