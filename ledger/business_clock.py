@@ -19,6 +19,7 @@ from __future__ import annotations
 import heapq
 from datetime import date, datetime, timedelta
 
+from ledger.business_day import too_far_ahead
 from ledger.decide import Decision, decide
 from ledger.identity import payload_hash
 from ledger.policy import Policy
@@ -38,17 +39,22 @@ class BusinessClock(Frozen, frozen=True, kw_only=True, gc=False):
 
 
 def tick_verdict(
-    clock: BusinessClock | None, tick: CloseBusinessDayForPartition
+    clock: BusinessClock | None, tick: CloseBusinessDayForPartition, policy: Policy
 ) -> tuple[OutcomeStatus, RejectionReason | None]:
     """The tick rule, in the documented precedence: the repeat of the last tick is a duplicate
     (or an idempotency conflict if its payload differs); any other tick for a date not after
-    the partition's is stale, including the repeat of an older tick."""
+    the partition's is stale, including the repeat of an older tick; a tick more than
+    `max_days_ahead` after the partition's is too far ahead. A partition's first tick has nothing
+    to be compared with and sets its clock: who may send ticks at all is the trust domains'
+    business (issue 15), not this rule's."""
     if clock is not None and tick.command_id == clock.command_id:
         if payload_hash(tick) != clock.payload_hash:
             return OutcomeStatus.REJECTED, RejectionReason.IDEMPOTENCY_CONFLICT
         return OutcomeStatus.DUPLICATE, None
     if clock is not None and tick.business_date <= clock.business_date:
         return OutcomeStatus.REJECTED, RejectionReason.STALE_BUSINESS_DATE
+    if clock is not None and too_far_ahead(tick.business_date, clock.business_date, policy):
+        return OutcomeStatus.REJECTED, RejectionReason.BUSINESS_DATE_TOO_FAR_AHEAD
     return OutcomeStatus.ACCEPTED, None
 
 
@@ -83,7 +89,7 @@ def close_for(state: LoanState, clock: BusinessClock, policy: Policy) -> Decisio
     """The loan's share of the clock's day, decided; None if its day is not behind."""
     if not behind(state, clock):
         return None
-    return decide(state, share(clock, state.loan_id), policy)
+    return decide(state, share(clock, state.loan_id), policy, clock.business_date)
 
 
 def decide_in_partition(
@@ -94,9 +100,10 @@ def decide_in_partition(
     catch_up = None
     if clock is not None and _catches_up(state, command, clock):
         catch_up = close_for(state, clock, policy)
+    today = None if clock is None else clock.business_date
     if catch_up is None:
-        return decide(state, command, policy)
-    decision = decide(catch_up.state, command, policy)
+        return decide(state, command, policy, today)
+    decision = decide(catch_up.state, command, policy, today)
     return Decision(decision.outcome, catch_up.events + decision.events, decision.state)
 
 

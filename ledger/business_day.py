@@ -20,11 +20,24 @@ from schemas.events import (
 from schemas.outcomes import RejectionReason
 
 
-def refusal(state: LoanState, command: CloseBusinessDay) -> RejectionReason | None:
+def refusal(
+    state: LoanState, command: CloseBusinessDay, policy: Policy, partition_date: date | None
+) -> RejectionReason | None:
     last = state.business_date
     if last is not None and command.business_date <= last:
         return RejectionReason.STALE_BUSINESS_DATE
+    known = [day for day in (last, partition_date) if day is not None]
+    if not known and state.installments:  # never closed: its first due date is its horizon
+        known = [state.installments[0].due_date]
+    if known and too_far_ahead(command.business_date, max(known), policy):
+        return RejectionReason.BUSINESS_DATE_TOO_FAR_AHEAD
     return None
+
+
+def too_far_ahead(business_date: date, latest: date, policy: Policy) -> bool:
+    """The one rule for how far a business day may jump (`Policy.max_days_ahead`): the loan's
+    own close, and the partition's tick (`ledger.business_clock.tick_verdict`)."""
+    return business_date > latest + timedelta(days=policy.max_days_ahead)
 
 
 def close_business_day(recorder: Recorder, command: CloseBusinessDay, policy: Policy) -> None:

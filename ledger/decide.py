@@ -7,6 +7,7 @@ of the checks below is the documented rejection precedence (`schemas.outcomes.Re
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 
 from ledger import business_day, deduction, identity, opening, reconciliation
 from ledger.identity import payload_hash
@@ -46,7 +47,14 @@ class Decision:
     state: LoanState
 
 
-def decide(state: LoanState, command: Command, policy: Policy = DEFAULT_POLICY) -> Decision:
+def decide(
+    state: LoanState,
+    command: Command,
+    policy: Policy = DEFAULT_POLICY,
+    partition_date: date | None = None,
+) -> Decision:
+    """`partition_date`: the business day of the loan's partition (`ledger.business_clock`),
+    if it has one; a loan's own `CloseBusinessDay` may run ahead of it by `max_days_ahead`."""
     assert command.loan_id == state.loan_id, (
         f"command for {command.loan_id} sent to {state.loan_id}"
     )
@@ -59,7 +67,7 @@ def decide(state: LoanState, command: Command, policy: Policy = DEFAULT_POLICY) 
             return _refuse(state, command, seen.refused)
         outcome = duplicate(command.command_id, command.loan_id, seen.event_ids)
         return Decision(outcome, (), state)
-    reason = refusal(state, command)
+    reason = refusal(state, command, policy, partition_date)
     if reason is not None:
         return _refuse_and_record(state, command, command_hash, reason)
     recorder = Recorder(state, command, command_hash)
@@ -85,7 +93,9 @@ def _request_beyond_window(state: LoanState, command: Command) -> ProcessedComma
     return ProcessedCommand(payload_hash=payload_hash(command))
 
 
-def refusal(state: LoanState, command: Command) -> RejectionReason | None:
+def refusal(
+    state: LoanState, command: Command, policy: Policy, partition_date: date | None = None
+) -> RejectionReason | None:
     """Why `command` cannot be accepted in `state`, or None. Idempotency is checked before."""
     if isinstance(command, OpenLoan):
         return opening.refusal(state)
@@ -95,7 +105,7 @@ def refusal(state: LoanState, command: Command) -> RejectionReason | None:
         case RequestRepayment():
             return deduction.request_refusal(state, command)
         case CloseBusinessDay():
-            return business_day.refusal(state, command)
+            return business_day.refusal(state, command, policy, partition_date)
         case (
             ReportReversal()
             | ReportDuplicateDebit()

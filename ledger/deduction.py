@@ -32,6 +32,7 @@ from schemas.events import (
     DeductionSucceeded,
     Posting,
     RefundStarted,
+    ReportedAmountAboveAttempt,
 )
 from schemas.outcomes import RejectionReason
 
@@ -161,7 +162,9 @@ def succeed(
     *,
     by_reconciliation: bool = False,
 ) -> None:
-    """Money was collected: recognise early charges, apply the waterfall, refund any excess."""
+    """Money was collected: recognise early charges, apply the waterfall, refund any excess.
+    Never more than the attempt asked for is booked (`flag_amount_above`)."""
+    reported_minor, amount_minor = amount_minor, bookable(attempt, amount_minor)
     rows = [recorder.state.installments[number - 1] for number in attempt.installments]
     allocations, excess = allocate(rows, amount_minor)
     for row in rows:
@@ -181,8 +184,37 @@ def succeed(
             found_by_reconciliation=by_reconciliation,
         )
     )
+    report = "ReportUnrecordedSuccess" if by_reconciliation else "ReportChannelSuccess"
+    flag_amount_above(recorder, attempt, channel_reference, report, reported_minor)
     if excess > 0:
         start_refund(recorder, attempt, excess)
+
+
+def bookable(attempt: Attempt, reported_minor: int) -> int:
+    """The one cap on what a report of the channel can book for an attempt (a success, or a
+    second debit of its order): the attempt's own amount (issue 15)."""
+    return min(reported_minor, attempt.amount_minor)
+
+
+def flag_amount_above(
+    recorder: Recorder, attempt: Attempt, reference: str, report_type: str, reported_minor: int
+) -> None:
+    """Whatever a report names above what is `bookable` (a channel's error, or a forged report)
+    is booked nowhere and recorded for an operator instead: a borrower is never refunded money
+    that was not asked for."""
+    if reported_minor <= bookable(attempt, reported_minor):
+        return
+    recorder.emit(
+        ReportedAmountAboveAttempt(
+            **recorder.envelope(),
+            attempt_id=attempt.attempt_id,
+            order_id=attempt.order_id,
+            channel_reference=reference,
+            report_type=report_type,
+            reported_minor=reported_minor,
+            booked_minor=attempt.amount_minor,
+        )
+    )
 
 
 def start_refund(recorder: Recorder, attempt: Attempt, amount_minor: int) -> None:

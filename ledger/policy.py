@@ -12,6 +12,10 @@ class Policy:
     Routing: the first attempt goes to `channels[0]`; after a definite, retriable failure on
     `channels[i]` the next attempt goes to `channels[i + 1]`; there is no retry past the last.
 
+    Business dates: a `CloseBusinessDay` (or a partition's tick) more than `max_days_ahead`
+    days after the latest business day it knows is refused (`business_date_too_far_ahead`):
+    one forged far-future date would otherwise make everything fall due at once.
+
     Late fee rule: once per installment, on the first business day closed more than `grace_days`
     after its due date while principal or interest is still owed, the fee is
     max(late_fee_min_minor, round_half_up(owed principal and interest * late_fee_bps / 10_000)).
@@ -22,12 +26,14 @@ class Policy:
     late_fee_bps: int = 500
     late_fee_min_minor: int = 1_000
     auto_debit: bool = True
+    max_days_ahead: int = 31
 
     def __post_init__(self) -> None:
         assert self.channels, "a routing policy needs at least one channel"
         assert self.grace_days >= 0, "grace_days must not be negative"
         assert self.late_fee_bps >= 0, "late_fee_bps must not be negative"
         assert self.late_fee_min_minor >= 0, "late_fee_min_minor must not be negative"
+        assert self.max_days_ahead >= 1, "max_days_ahead must be at least one day"
 
     def backup_after(self, channel: str) -> str | None:
         """The channel to try after a retriable failure on `channel`, if any."""

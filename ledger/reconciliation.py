@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ledger import accounts
 from ledger.allocation import mirror, payment_postings
-from ledger.deduction import start_refund, succeed
+from ledger.deduction import bookable, flag_amount_above, start_refund, succeed
 from ledger.recorder import Recorder
 from ledger.state import Attempt, AttemptStatus, LoanState, RefundStatus
 from schemas.commands import (
@@ -102,19 +102,25 @@ def _reverse(recorder: Recorder, attempt: Attempt) -> None:
 
 
 def _duplicate_debit(recorder: Recorder, attempt: Attempt, command: ReportDuplicateDebit) -> None:
+    """Booked and refunded up to the attempt's amount: a second debit of one order cannot be
+    larger than the order (`bookable`)."""
     loan_id = recorder.state.loan_id
+    amount = bookable(attempt, command.amount_minor)
     posting = recorder.posting(
-        accounts.clearing(attempt.channel), accounts.overpayment(loan_id), command.amount_minor
+        accounts.clearing(attempt.channel), accounts.overpayment(loan_id), amount
     )
     recorder.emit(
         DuplicateDebitRecorded(
             **recorder.envelope([posting]),
             attempt_id=attempt.attempt_id,
             channel_reference=command.channel_reference,
-            amount_minor=command.amount_minor,
+            amount_minor=amount,
         )
     )
-    start_refund(recorder, attempt, command.amount_minor)
+    flag_amount_above(
+        recorder, attempt, command.channel_reference, command.type, command.amount_minor
+    )
+    start_refund(recorder, attempt, amount)
 
 
 def refund_refusal(state: LoanState, command: RefundAnswer) -> RejectionReason | None:

@@ -10,6 +10,7 @@ from typing import Any
 
 from msgspec.structs import replace
 
+from ledger.deduction import bookable
 from ledger.reconciliation import COLLECTED
 from ledger.state import Attempt, AttemptStatus, LoanState
 from schemas.commands import (
@@ -131,7 +132,7 @@ def _check_line(
             view,
             status=AttemptStatus.SUCCEEDED,
             channel_reference=line.channel_reference,
-            collected_minor=line.amount_minor,
+            collected_minor=bookable(view, line.amount_minor),  # any more is flagged, not booked
         )
     if line.reversed:
         view, reversal = _reversed_line(run, loan_id, view)

@@ -38,6 +38,7 @@ from schemas.events import (
     RefundFailed,
     RefundStarted,
     RefundSucceeded,
+    ReportedAmountAboveAttempt,
     StatementDiscrepancyFound,
 )
 
@@ -165,6 +166,12 @@ def describe(event: Event, currency: str) -> str:
             return (
                 f"{_attempt(event)} debited twice (ref {event.channel_reference}): "
                 f"{money(event.amount_minor, currency)} to refund"
+            )
+        case ReportedAmountAboveAttempt():
+            return (
+                f"{_attempt(event)}: {event.report_type} named "
+                f"{money(event.reported_minor, currency)}, only the attempt's "
+                f"{money(event.booked_minor, currency)} booked; an operator must look"
             )
         case _:
             return _attempt_step(event) or _refund_step(event, currency)

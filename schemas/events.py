@@ -234,6 +234,20 @@ class StatementDiscrepancyFound(AttemptEvent):
     detail: ShortText
 
 
+class ReportedAmountAboveAttempt(AttemptEvent):
+    """A channel's success, or a duplicate debit on a statement, named more money than its
+    attempt asked for. Only the attempt's amount is booked (the event before this one); the rest
+    is for an operator to look into with the channel. No postings. Added in issue 15: readers that
+    fold postings need no change."""
+
+    type: Literal["ReportedAmountAboveAttempt"] = "ReportedAmountAboveAttempt"
+    order_id: Identifier
+    channel_reference: ShortText
+    report_type: Identifier
+    reported_minor: AmountMinor
+    booked_minor: AmountMinor
+
+
 class RefundStarted(EventBase):
     type: Literal["RefundStarted"] = "RefundStarted"
     refund_id: Identifier
@@ -286,6 +300,7 @@ Event = Annotated[
     | DeductionReversed
     | DuplicateDebitRecorded
     | StatementDiscrepancyFound
+    | ReportedAmountAboveAttempt
     | RefundStarted
     | RefundSucceeded
     | RefundFailed

@@ -29,6 +29,8 @@ class RejectionReason(StrEnum):
        unknown_refund         a refund answer for a refund we never started
        stale_business_date    CloseBusinessDay for a date not after the loan's last closed day
                               (or a partition's tick for a date not after the partition's)
+       business_date_too_far_ahead  a business date more than the policy's `max_days_ahead`
+                              after the loan's latest (or the partition's tick after its clock)
     6. loan_closed            every installment is paid: nothing can be requested any more
     7. deduction_in_progress  an attempt is in flight for this loan, whatever the door
     8. nothing_due            the named (or due) installments are fully paid
@@ -49,6 +51,7 @@ class RejectionReason(StrEnum):
     UNKNOWN_ATTEMPT = "unknown_attempt"
     UNKNOWN_REFUND = "unknown_refund"
     STALE_BUSINESS_DATE = "stale_business_date"
+    BUSINESS_DATE_TOO_FAR_AHEAD = "business_date_too_far_ahead"
     LOAN_CLOSED = "loan_closed"
     DEDUCTION_IN_PROGRESS = "deduction_in_progress"
     NOTHING_DUE = "nothing_due"

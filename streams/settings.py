@@ -89,6 +89,7 @@ class PolicySettings(BaseModel):
     late_fee_bps: int = Field(default=500, ge=0)
     late_fee_min_minor: int = Field(default=1_000, ge=0)
     auto_debit: bool = True
+    max_days_ahead: int = Field(default=31, ge=1)
 
 
 class LedgerSettings(KafkaSettings, ProcessSettings, GatewaySettings, PolicySettings, BaseSettings):
@@ -119,6 +120,7 @@ class LedgerSettings(KafkaSettings, ProcessSettings, GatewaySettings, PolicySett
             late_fee_bps=self.late_fee_bps,
             late_fee_min_minor=self.late_fee_min_minor,
             auto_debit=self.auto_debit,
+            max_days_ahead=self.max_days_ahead,
         )
 
     def confluent_config(self) -> dict[str, Any]:

@@ -196,7 +196,7 @@ class BatchDecider:
         """A partition's business day: closed at once for the loans it does something to (the
         others catch up before their next command: `ledger.business_clock`)."""
         day = self.days[partition]
-        status, reason = tick_verdict(day.clock, tick)
+        status, reason = tick_verdict(day.clock, tick, self.policy)
         self.metrics.commands.labels(tick.type).inc()
         self.metrics.outcomes.labels(status.value, str(reason or "")).inc()
         outputs: list[Output] = []

@@ -280,7 +280,7 @@ def ticks_since(
     since the last checkpoint (and on a baseline it is read from the partition's beginning)."""
     if start >= committed:
         return clock, 0
-    read = 0
+    read, policy = 0, settings.policy()
     reader = LogReader(
         settings, COMMANDS.name, starts={partition: start}, stops={partition: committed},
         partitions=[partition],
@@ -289,12 +289,12 @@ def ticks_since(
         for batch in reader.batches():
             read += len(batch)
             for message in batch:
-                clock = _tick_applied(clock, message, partition)
+                clock = _tick_applied(clock, message, partition, policy)
     return clock, read
 
 
 def _tick_applied(
-    clock: BusinessClock | None, message: Message, partition: int
+    clock: BusinessClock | None, message: Message, partition: int, policy: Policy
 ) -> BusinessClock | None:
     value = message.value() or b""
     if TICK_TYPE not in value:  # cheap: nearly every command is a loan's
@@ -305,7 +305,7 @@ def _tick_applied(
         return clock
     if not isinstance(command, CloseBusinessDayForPartition) or command.partition != partition:
         return clock
-    status, _reason = tick_verdict(clock, command)
+    status, _reason = tick_verdict(clock, command, policy)
     return advanced(command) if status is OutcomeStatus.ACCEPTED else clock
 
 

@@ -53,7 +53,7 @@ def oracle_events_by_partition(
     loans_of: dict[int, set[str]] = {}
     for partition, command in records:
         if isinstance(command, CloseBusinessDayForPartition):
-            status, _reason = tick_verdict(clocks.get(partition), command)
+            status, _reason = tick_verdict(clocks.get(partition), command, DEFAULT_POLICY)
             if status is not OutcomeStatus.ACCEPTED:
                 continue
             clock = clocks[partition] = advanced(command)

@@ -70,12 +70,19 @@ TICK_RULE = [
         tick(DAY - timedelta(days=3)),  # an older tick's repeat is stale, not a duplicate
         (OutcomeStatus.REJECTED, RejectionReason.STALE_BUSINESS_DATE),
     ),
+    (LAST, tick(DAY + timedelta(days=31)), (OutcomeStatus.ACCEPTED, None)),  # max_days_ahead
+    (
+        LAST,
+        tick(DAY + timedelta(days=32)),
+        (OutcomeStatus.REJECTED, RejectionReason.BUSINESS_DATE_TOO_FAR_AHEAD),
+    ),
+    (None, tick(date(2099, 12, 31)), (OutcomeStatus.ACCEPTED, None)),  # nothing to compare with
 ]
 
 
 def test_the_tick_rule() -> None:
     for clock, command, verdict in TICK_RULE:
-        assert tick_verdict(clock, command) == verdict, (clock, command)
+        assert tick_verdict(clock, command, DEFAULT_POLICY) == verdict, (clock, command)
 
 
 def test_a_clock_read_back_from_its_snapshot_closes_a_day_into_the_same_bytes() -> None:

@@ -71,6 +71,7 @@ from tests.support.builders import (
     LOAN,
     at,
     close_day,
+    duplicate_debit,
     failure,
     fold,
     given,
@@ -93,6 +94,8 @@ ATTEMPT = attempt_id(LOAN, "r1", 0)
 OTHER_ATTEMPT = attempt_id(OTHER_LOAN, "r1", 0)
 DUE = (open_loan(), close_day(FIRST_DUE))
 DUE_AMOUNT = given(*DUE).installments[0].owed_minor
+# A statement's second debit of the order: it starts the refund of those 500 to the same card.
+REFUNDED = duplicate_debit("dup-1", ATTEMPT, 500)
 NOW = at(30)
 # Kafka's clock, deliberately far from the events' `occurred_at`: the work must take this one.
 START_MS = 1_800_000_000_000
@@ -260,7 +263,7 @@ def test_a_start_written_without_currency_or_business_date_is_unusable_not_open_
 
 
 def test_a_refund_start_opens_refund_work_for_the_order_to_refund() -> None:
-    _, events = history(*DUE, request("r1"), success("s1", ATTEMPT, DUE_AMOUNT + 500))
+    _, events = history(*DUE, request("r1"), success("s1", ATTEMPT, DUE_AMOUNT), REFUNDED)
     start = refund_started(events)
     open_work = OpenWork()
 
@@ -279,7 +282,7 @@ def test_a_refund_start_opens_refund_work_for_the_order_to_refund() -> None:
 
 
 def test_a_refund_start_without_currency_is_unusable() -> None:
-    _, events = history(*DUE, request("r1"), success("s1", ATTEMPT, DUE_AMOUNT + 500))
+    _, events = history(*DUE, request("r1"), success("s1", ATTEMPT, DUE_AMOUNT), REFUNDED)
     legacy = refund_started(events).model_copy(update={"currency": None})
     open_work = OpenWork()
 
@@ -328,7 +331,7 @@ def test_a_retriable_failure_closes_the_attempt_and_opens_the_backup_channels() 
     ids=["refunded", "refused"],
 )
 def test_a_refund_answer_closes_the_refund_work(answer_for: Callable[[str], Command]) -> None:
-    state, events = history(*DUE, request("r1"), success("s1", ATTEMPT, DUE_AMOUNT + 500))
+    state, events = history(*DUE, request("r1"), success("s1", ATTEMPT, DUE_AMOUNT), REFUNDED)
     start = refund_started(events)
     open_work = OpenWork()
     open_work.apply(start, 70, START_MS)
@@ -712,7 +715,7 @@ def test_the_stuck_flag_is_accepted_once_and_marks_the_work() -> None:
 def test_a_refund_report_is_accepted_and_closes_the_refund_work(
     answer_for: Callable[[RefundWork], Command], status: RefundStatus
 ) -> None:
-    state, events = history(*DUE, request("r1"), success("s1", ATTEMPT, DUE_AMOUNT + 500))
+    state, events = history(*DUE, request("r1"), success("s1", ATTEMPT, DUE_AMOUNT), REFUNDED)
     start = refund_started(events)
     open_work = OpenWork()
     open_work.apply(start, 70, START_MS)

@@ -26,6 +26,7 @@ from schemas.events import (
     DeductionSucceeded,
     Posting,
     RefundStarted,
+    ReportedAmountAboveAttempt,
 )
 from schemas.outcomes import OutcomeStatus, RejectionReason
 from tests.support.builders import (
@@ -249,16 +250,35 @@ def test_a_partial_early_payment_recognises_only_what_it_pays() -> None:
 
 
 def test_excess_goes_to_overpayment_and_starts_a_refund() -> None:
-    state, command = deducting(), success("s1", ATTEMPT, 104_000)
+    """A late success of an attempt that failed, once another attempt paid: all excess."""
+    failed = after(deducting(), failure("f1", ATTEMPT, "card_expired", retriable=False))
+    again = attempt_id(LOAN, "r2", 0)
+    state = after(after(failed, request("r2")), success("s2", again, 103_500, reference="ch-2"))
+    command = success("s1", ATTEMPT, 103_500)
     refund: Body = (RefundStarted, {
         "refund_id": refund_id(LOAN, "s1", 1), "channel": "alpha", "order_id": ATTEMPT,
-        "amount_minor": 500, "debit_account_ref": "B1", "currency": "CNY",
+        "amount_minor": 103_500, "debit_account_ref": "B1", "currency": "CNY",
     })  # fmt: skip
     assert when(state, command).events == expected(
         state, command,
-        succeeded_body(104_000, paid(1, 500, 3_000, 100_000), cleared(500, 3_000, 100_000, 500),
-                       excess=500),
+        succeeded_body(103_500, (), cleared(0, 0, 0, 103_500), excess=103_500),
         refund,
+    )  # fmt: skip
+
+
+def test_a_success_above_the_attempts_amount_books_the_attempts_amount_and_flags_the_rest() -> None:
+    """Issue 15, B: a report naming more than was asked for never reaches overpayment, so it
+    never starts a refund of money that was not collected."""
+    state, command = deducting(), success("s1", ATTEMPT, 1_000_000_000)
+    above: Body = (ReportedAmountAboveAttempt, {
+        "attempt_id": ATTEMPT, "order_id": ATTEMPT, "channel_reference": "ch-ref-1",
+        "report_type": "ReportChannelSuccess", "reported_minor": 1_000_000_000,
+        "booked_minor": 103_500,
+    })  # fmt: skip
+    assert when(state, command).events == expected(
+        state, command,
+        succeeded_body(103_500, paid(1, 500, 3_000, 100_000), cleared(500, 3_000, 100_000)),
+        above,
     )  # fmt: skip
 
 

@@ -57,9 +57,11 @@ from schemas.events import (
     AutoDebitDue,
     DeductionStarted,
     DeductionSucceeded,
+    DuplicateDebitRecorded,
     Event,
     Posting,
     RefundStarted,
+    ReportedAmountAboveAttempt,
     encode_event,
 )
 from schemas.outcomes import Outcome, OutcomeStatus, RejectionReason
@@ -168,6 +170,7 @@ class LoanRun:
     state: LoanState
     events: list[Event] = field(default_factory=list)
     business_date: date | None = None
+    first_due: date | None = None  # from its OpenLoan: how far its first close may reach
     accepted: dict[str, tuple[Command, tuple[str, ...]]] = field(default_factory=dict)
     refused: dict[str, tuple[Command, RejectionReason]] = field(default_factory=dict)
     outcomes: list[tuple[str, Outcome]] = field(default_factory=list)
@@ -301,7 +304,14 @@ class LedgerMachine(RuleBasedStateMachine):
                 return refused(RejectionReason.LOAN_EXISTS) if run.state.opened else ACCEPTED
             case CloseBusinessDay():
                 stale = run.business_date is not None and command.business_date <= run.business_date
-                return refused(RejectionReason.STALE_BUSINESS_DATE) if stale else ACCEPTED
+                if stale:
+                    return refused(RejectionReason.STALE_BUSINESS_DATE)
+                # At most a month (the default policy's 31 days) past the last closed day, or
+                # past the first due date before any: a forged far-future date is refused.
+                horizon = run.business_date or run.first_due
+                if horizon is not None and (command.business_date - horizon).days > 31:
+                    return refused(RejectionReason.BUSINESS_DATE_TOO_FAR_AHEAD)
+                return ACCEPTED
             case RequestRepayment():
                 return self.expect_request(run, command)
             case (
@@ -408,8 +418,9 @@ class LedgerMachine(RuleBasedStateMachine):
             case ReportDuplicateDebit():
                 attempt = self.by_order(run, command.order_id)
                 attempt.references.append(command.channel_reference)
-                run.collected[attempt.channel] += command.amount_minor
-                expected_refunds = [command.amount_minor]
+                booked = min(command.amount_minor, attempt.amount_minor)  # never above the order
+                run.collected[attempt.channel] += booked
+                expected_refunds = [booked]
             case ReportRefundSuccess():
                 refund = run.refunds[command.refund_id]
                 refund.status = RefundStatus.SUCCEEDED
@@ -438,11 +449,13 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @staticmethod
     def collect(run: LoanRun, attempt: ModelAttempt, amount_minor: int) -> list[int]:
-        """A success: the attempt is settled; the excess over what was owed must be refunded."""
-        excess = amount_minor - run.owed_on(attempt.installments)
+        """A success: the attempt is settled; the excess over what was owed must be refunded.
+        Only what the attempt asked for is booked: a report naming more is flagged instead."""
+        booked = min(amount_minor, attempt.amount_minor)
+        excess = booked - run.owed_on(attempt.installments)
         attempt.status = AttemptStatus.SUCCEEDED
-        attempt.collected_minor = amount_minor
-        run.collected[attempt.channel] += amount_minor
+        attempt.collected_minor = booked
+        run.collected[attempt.channel] += booked
         return [excess] if excess > 0 else []
 
     # ---- drawing ------------------------------------------------------------------------------
@@ -495,6 +508,7 @@ class LedgerMachine(RuleBasedStateMachine):
                 **self.fresh(),
             )
             run = LoanRun(command.loan_id, command.currency, term, initial_state(command.loan_id))
+            run.first_due = command.first_due_date
             self.runs.append(run)
             self.send(run, command)
 
@@ -677,6 +691,29 @@ class LedgerMachine(RuleBasedStateMachine):
             assert balances.get(fee, 0) == sum(
                 r.fee_recognised_minor + r.late_fee_minor - r.paid_fee_minor for r in rows
             )
+
+    @invariant()
+    def nothing_is_booked_or_refunded_beyond_what_an_attempt_asked_for(self) -> None:
+        """Issue 15: a report can book at most its attempt's amount (a success, each second
+        debit); a refund never exceeds what its order collected; anything named above is
+        flagged with a `ReportedAmountAboveAttempt` for exactly the difference."""
+        for run in self.runs:
+            asked = {
+                e.attempt_id: e.amount_minor for e in run.events if e.type == "DeductionStarted"
+            }
+            collected: Counter[str] = Counter()
+            for event in run.events:
+                if isinstance(event, DeductionSucceeded | DuplicateDebitRecorded):
+                    assert event.amount_minor <= asked[event.attempt_id], event
+                    collected[event.attempt_id] += event.amount_minor
+                elif isinstance(event, ReportedAmountAboveAttempt):
+                    assert event.booked_minor == asked[event.attempt_id] < event.reported_minor
+            refunded: Counter[str] = Counter()
+            for event in run.events:
+                if isinstance(event, RefundStarted):
+                    refunded[event.order_id] += event.amount_minor
+            for order_id, amount in refunded.items():
+                assert amount <= collected[order_id], (order_id, amount, collected)
 
     @invariant()
     def at_most_one_attempt_deducting(self) -> None:

@@ -66,8 +66,23 @@ def collected(amount: int = 103_500) -> tuple[LoanState, tuple[Event, ...]]:
     return history(*DUE, request("r1"), success("s1", ATTEMPT, amount))
 
 
+def collected_with_excess() -> tuple[LoanState, tuple[Event, ...]]:
+    """r1's attempt failed, r2 paid 500 of the installment, then r1's late success collected
+    all 103_500: 500 more than was still owed (a success never books more than its attempt
+    asked for, so this is how excess arises)."""
+    return history(
+        *DUE, request("r1"), failure("f1", ATTEMPT, "card_expired", retriable=False),
+        request("r2", amount_minor=500), success("s2", attempt_id(LOAN, "r2", 0), 500, "ch-2"),
+        success("s1", ATTEMPT, 103_500),
+    )  # fmt: skip
+
+
 def success_event(events: tuple[Event, ...]) -> DeductionSucceeded:
-    (found,) = [event for event in events if isinstance(event, DeductionSucceeded)]
+    (found,) = [
+        event
+        for event in events
+        if isinstance(event, DeductionSucceeded) and event.attempt_id == ATTEMPT
+    ]
     return found
 
 
@@ -107,7 +122,7 @@ def test_a_reversal_mirrors_the_success_postings_exactly() -> None:
 
 
 def test_a_reversal_of_a_success_with_excess_mirrors_the_overpayment_too() -> None:
-    state, events = collected(104_000)
+    state, events = collected_with_excess()
     decision = when(state, reversal("rev-1", ATTEMPT))
     assert [(p.debit, p.credit, p.amount_minor) for p in decision.events[0].postings] == [
         (p.credit, p.debit, p.amount_minor) for p in success_event(events).postings
@@ -244,7 +259,7 @@ def test_an_answer_for_a_refund_never_started_is_unknown_refund(answer: Any) -> 
 
 
 def test_the_excess_refund_of_a_success_is_answered_like_any_refund() -> None:
-    state, events = collected(104_000)
+    state, events = collected_with_excess()
     command = refund_success("rf-1", state.refunds[0].refund_id)
     decision = when(state, command)
     assert balances_after(events)[OVERPAYMENT] == -500

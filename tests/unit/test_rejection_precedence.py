@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from ledger import LoanState, initial_state
+from ledger import LoanState, Policy, initial_state
 from ledger.identity import attempt_id, event_id, refund_id
 from schemas.commands import Command, Source, parse_command
 from schemas.events import encode_event, parse_event
@@ -38,7 +38,7 @@ from tests.support.builders import (
 
 R = RejectionReason
 ATTEMPT = attempt_id(LOAN, "r1", 0)
-EXCESS_REFUND = refund_id(LOAN, "s1", 1)
+DUPLICATE_REFUND = refund_id(LOAN, "d1", 1)  # after its DuplicateDebitRecorded
 MAR_10 = date(2026, 3, 10)
 
 # ---- states -----------------------------------------------------------------------------------
@@ -101,9 +101,11 @@ def duplicate_recorded() -> LoanState:
     return after(succeeded(), duplicate_debit("d1", ATTEMPT, 103_500, reference="ch-ref-2"))
 
 
-def excess_refunded() -> LoanState:
+def duplicate_refunded() -> LoanState:
     return after(
-        in_flight(), success("s1", ATTEMPT, 104_000), refund_success("rf-1", EXCESS_REFUND)
+        succeeded(),
+        duplicate_debit("d1", ATTEMPT, 500, reference="ch-ref-2"),
+        refund_success("rf-1", DUPLICATE_REFUND),
     )
 
 
@@ -148,6 +150,12 @@ ROWS: list[Row] = [
     ("stale_business_date: same day", due, close_day(FIRST_DUE, "close-again"),
      R.STALE_BUSINESS_DATE),
     ("stale_business_date: earlier day", due, close_day(date(2026, 1, 31)), R.STALE_BUSINESS_DATE),
+    ("business_date_too_far_ahead: 32 days after the last", due, close_day(date(2026, 3, 5)),
+     R.BUSINESS_DATE_TOO_FAR_AHEAD),
+    ("business_date_too_far_ahead: never closed, 32 days after the first due date", opened,
+     close_day(date(2026, 3, 5)), R.BUSINESS_DATE_TOO_FAR_AHEAD),
+    ("business_date_too_far_ahead: a forged year", due, close_day(date(2099, 12, 31)),
+     R.BUSINESS_DATE_TOO_FAR_AHEAD),
     # 5. loan_closed
     ("loan_closed", paid_off, request("x"), R.LOAN_CLOSED),
     ("loan_closed beats nothing_due", paid_off, request("x", installments=(1,)), R.LOAN_CLOSED),
@@ -181,7 +189,8 @@ ROWS: list[Row] = [
      R.ATTEMPT_NOT_SUCCEEDED),
     ("attempt_not_succeeded: duplicate debit of a failure", failed,
      duplicate_debit("x", ATTEMPT, 100), R.ATTEMPT_NOT_SUCCEEDED),
-    ("refund_settled", excess_refunded, refund_failure("x", EXCESS_REFUND), R.REFUND_SETTLED),
+    ("refund_settled", duplicate_refunded, refund_failure("x", DUPLICATE_REFUND),
+     R.REFUND_SETTLED),
     ("unknown_attempt: statement line of another channel", succeeded,
      reversal("x", ATTEMPT, channel="beta"), R.UNKNOWN_ATTEMPT),
     ("finding_already_recorded: the success's own reference", succeeded,
@@ -273,11 +282,11 @@ def test_the_wire_models_reject_bad_payloads(name: str, payload: dict[str, Any])
 
 
 def test_a_repeated_command_is_a_duplicate_with_the_original_event_ids() -> None:
-    state = opened()
+    state, skipping = opened(), Policy(max_days_ahead=60)  # MAR_10 is 37 days past the first due
     command = close_day(MAR_10)
-    original = when(state, command)
+    original = when(state, command, skipping)
     state = fold(state, original.events)
-    retry = when(state, command.model_copy(update={"issued_at": at(9_999)}))
+    retry = when(state, command.model_copy(update={"issued_at": at(9_999)}), skipping)
     assert len(original.outcome.event_ids) == 6
     assert (retry.outcome.status, retry.outcome.event_ids, retry.events) == (
         OutcomeStatus.DUPLICATE,
@@ -337,9 +346,9 @@ def test_a_repeated_open_loan_is_a_duplicate_not_loan_exists() -> None:
 
 SCENARIOS: list[tuple[str, Callable[[], LoanState], Command]] = [
     ("open", unopened, small_loan()),
-    ("close a day with late fees", opened, close_day(MAR_10)),
+    ("close a day with late fees", due, close_day(date(2026, 3, 4))),
     ("request", due, request("r2")),
-    ("success with excess", in_flight, success("s9", ATTEMPT, 104_000)),
+    ("success above the attempt", in_flight, success("s9", ATTEMPT, 104_000)),
     ("retriable failure", in_flight, failure("f9", ATTEMPT, "channel_busy", retriable=True)),
     ("duplicate debit", succeeded, duplicate_debit("d9", ATTEMPT, 103_500)),
     ("reversal", succeeded, reversal("v9", ATTEMPT)),

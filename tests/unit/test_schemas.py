@@ -341,7 +341,7 @@ def test_what_the_ledger_produces_round_trips(log: Log) -> None:
 
 
 def test_every_event_type_round_trips() -> None:
-    """One scripted history that produces each of the 21 event types at least once."""
+    """One scripted history that produces each of the 22 event types at least once."""
     log = Log()
     log.send(open_loan(fee_per_installment_minor=500, term_months=3))
     log.send(close_day(date(2026, 2, 1), "d1"))  # fell due, auto-debit due
@@ -358,9 +358,10 @@ def test_every_event_type_round_trips() -> None:
     ):
         log.send(command)
     backup = in_flight_id(log.state)
-    log.send(success("a7", backup, 10**8))  # charges recognised early, excess refunded
+    log.send(success("a7", backup, 10**8))  # charges recognised early, the rest above the attempt
+    log.send(duplicate_debit("a9", backup, 1_000, channel="beta"))  # a refund started
     log.send(refund_success("a8", last_refund_id(log.state)))
-    log.send(duplicate_debit("a9", backup, 1_000, channel="beta"))
+    log.send(duplicate_debit("a9b", backup, 1_000, reference="ch-ref-3", channel="beta"))
     log.send(refund_failure("a10", last_refund_id(log.state)))
     log.send(reversal("a11", backup, channel="beta"))
     log.send(unrecorded_success("a12", first, 1_000, channel="alpha"))

@@ -80,7 +80,8 @@ def a_busy_loan() -> Scenario:
 
 def a_troubled_loan() -> Scenario:
     """A success flagged stuck first and later reversed, a late fee, a success missing from the
-    statement and debited twice, a refund that fails, and an installment paid early."""
+    statement and debited twice, a refund that fails, and an installment paid early by a
+    success that names more than its attempt asked for."""
     scenario = Scenario().run(small_loan(), close_day(date(2026, 2, 1)), request("req-1"))
     first = in_flight_id(scenario.state)
     scenario.run(
@@ -99,7 +100,7 @@ def a_troubled_loan() -> Scenario:
     scenario.run(refund_failure("refund-bad-2", scenario.state.refunds[-1].refund_id))
     scenario.run(request("req-3", installments=(2,)))
     scenario.run(request("req-4", installments=(2,)), expect=OutcomeStatus.REJECTED)
-    return scenario.run(success("ok-3", in_flight_id(scenario.state), 102_500))
+    return scenario.run(success("ok-3", in_flight_id(scenario.state), 102_600))
 
 
 @pytest.mark.parametrize(
@@ -232,4 +233,8 @@ def test_every_kind_of_event_reads_as_a_sentence() -> None:
         "on no statement"
     ) in summaries
     assert any(s.startswith("installment 2 recognised early: interest") for s in summaries)
+    assert (
+        f"attempt {attempts[2]}: ReportChannelSuccess named 1,026.00 CNY (102600), only the "
+        "attempt's 1,025.00 CNY (102500) booked; an operator must look"
+    ) in summaries
     assert any(s.endswith("failed: card_closed") and s.startswith("refund ") for s in summaries)
