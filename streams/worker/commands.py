@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
+import pydantic_core
 from pydantic import ValidationError
 
 from schemas.commands import CloseBusinessDayForPartition, LoanCommand, parse_topic_command
@@ -45,10 +45,14 @@ def invalid_outcome(answer_to: tuple[str, str | None]) -> Outcome:
 
 
 def _readable_ids(value: bytes) -> tuple[str, str] | None:
-    """command_id and loan_id, if the bytes are a JSON object holding both as short strings."""
+    """command_id and loan_id, if the bytes are a JSON object holding both as short strings.
+
+    pydantic-core's parser (the one the command was just refused by): it stops deep nesting at
+    200 levels with a ValueError in microseconds, where the standard library's took half a
+    millisecond to raise RecursionError, a fifth of the worker's time under hostile input."""
     try:
-        document = json.loads(value)
-    except (ValueError, RecursionError):
+        document = pydantic_core.from_json(value, allow_inf_nan=True)
+    except ValueError:
         return None
     if not isinstance(document, dict):
         return None

@@ -81,6 +81,7 @@ class BatchDecider:
         self._count_command = functools.cache(self.metrics.commands.labels)
         self._count_outcome = functools.cache(self.metrics.outcomes.labels)
         self._count_event = functools.cache(self.metrics.events.labels)
+        self._count_dead_letter = functools.cache(self.metrics.dead_letters.labels)
 
     def restore(self, partition: int, committed: int) -> Restoration:
         started = time.monotonic()
@@ -255,13 +256,15 @@ class BatchDecider:
     def _refuse(self, message: Message, why: NotACommand) -> list[Output]:
         partition, offset = message.partition() or 0, message.offset() or 0
         headers = dead_letter_headers(why.error, self.input_topic, partition, offset)
-        self.metrics.dead_letters.labels(source="commands", error=why.error.split(":")[0]).inc()
+        self._count_dead_letter("commands", why.error.split(":")[0]).inc()
         outputs = [Output(self._dlq, partition, message.key(), message.value() or b"", headers)]
         if why.answer_to is not None:
             outcome = invalid_outcome(why.answer_to).model_dump_json().encode()
             key = (why.answer_to[1] or why.answer_to[0]).encode()  # a tick's is its command id
             outputs.append(Output(self._outcomes, partition, key, outcome))
-            self.metrics.outcomes.labels(status="rejected", reason="invalid_command").inc()
+            self._count_outcome(
+                OutcomeStatus.REJECTED.value, str(RejectionReason.INVALID_COMMAND)
+            ).inc()
         return outputs
 
     def _alert(self, partition: int, quarantine: Quarantine) -> None:

@@ -132,6 +132,28 @@ def test_records_that_are_not_commands_are_dead_lettered_and_answered_when_possi
     assert dict(outputs[0].headers or [])["source_offset"] == b"0"
 
 
+@pytest.mark.parametrize(
+    ("value", "answered"),
+    [
+        (b'{"command_id": "c1", "loan_id": "L1", "amount_minor": NaN}', True),
+        (b'{"command_id": "c1", "loan_id": "L1", "amount_minor": 1e400}', True),
+        (b'{"command_id": "c1", "loan_id": "L1", "deep": ' + b"[" * 300 + b"]" * 300 + b"}", False),
+        (b"[" * 1_500 + b"]" * 1_500, False),
+        (b'{"command_id": "c1", "loan_id": "L\xff"}', False),  # not UTF-8
+        (b'{"command_id": "c1", "loan_id": "' + b"x" * 65 + b'"}', False),
+        (b'["c1", "L1"]', False),
+    ],
+)
+def test_an_invalid_command_is_answered_only_when_its_ids_are_readable(
+    value: bytes, answered: bool
+) -> None:
+    outputs = a_decider().handle(
+        [Message(topic="c", partition=0, offset=0, key=b"L1", value=value)]
+    )
+
+    assert [o.topic for o in outputs] == ([DLQ, OUTCOMES] if answered else [DLQ])
+
+
 def test_events_without_the_command_offset_header_count_as_decided_before_any_commit() -> None:
     """Events the retired faust engine wrote carry no header: a rebuild keeps them."""
     plain = Message(topic=EVENTS, partition=0, offset=0, value=b"{}")
