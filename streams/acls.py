@@ -29,8 +29,8 @@ from schemas.topics import (
 )
 from streams.settings import LedgerSettings
 
-Component = Literal["worker", "gateway", "client", "analyst"]
-COMPONENTS: tuple[Component, ...] = ("worker", "gateway", "client", "analyst")
+Component = Literal["worker", "gateway", "reconciler", "client", "analyst"]
+COMPONENTS: tuple[Component, ...] = ("worker", "gateway", "reconciler", "client", "analyst")
 READ = (AclOperation.READ, AclOperation.DESCRIBE)
 WRITE = (AclOperation.WRITE, AclOperation.DESCRIBE)
 
@@ -84,6 +84,8 @@ def grants(settings: LedgerSettings, component: Component) -> list[Grant]:
             *topics((AclOperation.WRITE,), COMMANDS.name),
             literal(ResourceType.GROUP, f"{group}-gateway"),
         ]
+    if component == "reconciler":  # `ledger reconcile`: folds the events, sends findings
+        return [*topics(READ, EVENTS.name, OUTCOMES.name), *topics(WRITE, COMMANDS.name)]
     if component == "client":
         return [*topics(WRITE, COMMANDS.name), *topics(READ, OUTCOMES.name)]
     return topics(READ, EVENTS.name, BALANCES.name, OUTCOMES.name)  # analyst: the CLI's readers

@@ -23,7 +23,7 @@ from schemas.outcomes import Outcome
 from schemas.topics import COMMANDS, OUTCOMES
 from streams.errors import LedgerError
 from streams.settings import LedgerSettings
-from streams.topics import watermarks
+from streams.topics import unreadable_topic, watermarks
 
 CONNECT_TIMEOUT_S = 10.0
 TICK_KEY = b"business-day"  # a tick is routed by its partition; the key only labels it
@@ -169,7 +169,8 @@ class LedgerClient:
         described = metadata.topics.get(topic)
         if described is None or described.error is not None or not described.partitions:
             consumer.close()
-            raise LedgerError(f"topic {topic} does not exist: run `ledger topics create`")
+            why = None if described is None else described.error
+            raise LedgerError(unreadable_topic(topic, why, "run `ledger topics create`"))
         # Explicit end offsets taken now, before anything is sent: an outcome written between
         # the assignment and a lazily resolved "end" would otherwise be skipped.
         consumer.assign([self._end_of(consumer, topic, p) for p in described.partitions])

@@ -27,7 +27,7 @@ from confluent_kafka import (
 
 from streams.errors import LedgerError
 from streams.settings import LedgerSettings
-from streams.topics import watermarks
+from streams.topics import unreadable_topic, watermarks
 
 BATCH = 20_000
 POLL_S = 0.05
@@ -203,9 +203,9 @@ class LogReader:
         metadata = self._consumer.list_topics(self.topic, timeout=METADATA_TIMEOUT_S)
         described = metadata.topics.get(self.topic)
         if described is None or described.error is not None or not described.partitions:
+            fix = "check --topic-prefix, or create the topics with `ledger topics create`"
             raise LedgerError(
-                f"topic {self.topic} does not exist: check --topic-prefix, or create the "
-                "topics with `ledger topics create`"
+                unreadable_topic(self.topic, None if described is None else described.error, fix)
             )
         return sorted(described.partitions)
 

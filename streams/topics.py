@@ -22,6 +22,17 @@ _LEADERLESS = {
 }
 
 
+def unreadable_topic(topic: str, error: KafkaError | None, fix: str) -> str:
+    """Why a topic's metadata named no partitions: the broker hides a topic this principal may
+    not describe, which would otherwise read as "does not exist"."""
+    if error is not None and error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+        return (
+            f"this principal is not authorized for topic {topic}: grant it the ACLs of its "
+            "component (`ledger acls`, docs/security.md)"
+        )
+    return f"topic {topic} does not exist: {fix}"
+
+
 def watermarks(
     consumer: Consumer, topic: str, partition: int, timeout_s: float = 10.0
 ) -> tuple[int, int]:
