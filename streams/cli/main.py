@@ -8,6 +8,7 @@ from typing import Any, NoReturn
 import click
 from pydantic import ValidationError
 
+from streams.acls import COMPONENTS
 from streams.errors import LedgerError
 from streams.settings import LedgerSettings
 
@@ -80,7 +81,7 @@ def topics_create(settings: LedgerSettings) -> None:
 @cli.command()
 @click.option(
     "--component",
-    type=click.Choice(["worker", "gateway", "client", "analyst"]),
+    type=click.Choice(COMPONENTS),
     required=True,
     help="Which process the principal runs.",
 )
