@@ -158,6 +158,9 @@ def _succeeded_line(
         # Another debit for an order already paid: the decider refunds it, once per reference.
         duplicates = (*view.duplicate_debits, reference)
         return replace(view, duplicate_debits=duplicates), [run.duplicate(loan_id, line)]
+    if reference == view.channel_reference and view.status is AttemptStatus.REVERSED:
+        # A line carries the order's current status: the channel never reversed this debit.
+        return view, [run.reversal_not_on_statement(loan_id, line)]
     # Only our own debit can disagree on the amount. After a reversal both sides are back to
     # zero, so a differing amount no longer leaves money unaccounted for.
     disagrees = (
@@ -226,6 +229,15 @@ class _Run:
             **self._common(loan_id, line.order_id, "amount", f"{self.statement_date:%Y%m%d}"),
             kind=DiscrepancyKind.AMOUNT_MISMATCH,
             detail=f"statement {line.amount_minor}, books {books_minor}",
+        )
+
+    def reversal_not_on_statement(
+        self, loan_id: str, line: StatementEntry
+    ) -> ReportStatementDiscrepancy:
+        return ReportStatementDiscrepancy(
+            **self._common(loan_id, line.order_id, "unreversed", f"{self.statement_date:%Y%m%d}"),
+            kind=DiscrepancyKind.REVERSAL_NOT_ON_STATEMENT,
+            detail=f"reversed in the books, succeeded on the statement ({line.channel_reference})",
         )
 
     def missing(self, loan_id: str, attempt: Attempt) -> ReportStatementDiscrepancy:

@@ -187,11 +187,14 @@ class ReportUnrecordedSuccess(StatementCommand):
 class DiscrepancyKind(StrEnum):
     MISSING_FROM_STATEMENT = "missing_from_statement"
     AMOUNT_MISMATCH = "amount_mismatch"
+    REVERSAL_NOT_ON_STATEMENT = "reversal_not_on_statement"
 
 
 class ReportStatementDiscrepancy(StatementCommand):
     """A difference with no money to move: our success is on no statement of the day, the one
-    before or the one after; or the statement shows another amount than we collected."""
+    before or the one after; the statement shows another amount than we collected; or it shows
+    as succeeded a debit our books hold reversed (a statement line carries the order's current
+    status, so a reversal the channel never made: one reported by someone else)."""
 
     type: Literal["ReportStatementDiscrepancy"] = "ReportStatementDiscrepancy"
     kind: DiscrepancyKind

@@ -161,6 +161,28 @@ def test_a_reversed_line_for_an_attempt_reversed_in_the_books_matches() -> None:
     assert reconciled(state, line(reversed_=True)) == Reconciliation((), 1, ())
 
 
+def test_a_succeeded_line_for_an_attempt_reversed_in_the_books_is_a_discrepancy() -> None:
+    """Issue 15, D: a reversal the channel never made (forged, or misrouted) reopened the
+    installment; the channel's statement still shows the debit succeeded."""
+    state = after(collected(), reversal("rev-1", ATTEMPT))
+    unreversed = ReportStatementDiscrepancy(
+        **common(f"rc:{ATTEMPT}:unreversed:20260201"),
+        kind=DiscrepancyKind.REVERSAL_NOT_ON_STATEMENT,
+        detail="reversed in the books, succeeded on the statement (ch-ref-1)",
+    )
+    assert reconciled(state, line()) == Reconciliation((unreversed,), 0, ())
+    state = after(state, unreversed)
+    assert reconciled(state, line()).findings == (unreversed,)
+    assert decide(state, unreversed).outcome.status is OutcomeStatus.DUPLICATE
+
+
+def test_a_duplicate_debit_line_for_an_attempt_reversed_in_the_books_is_no_discrepancy() -> None:
+    state = after(collected(), reversal("rev-1", ATTEMPT))
+    digest = hashlib.sha256(b"ch-ref-2").hexdigest()[:12]
+    result = reconciled(state, line(reversed_=True), line("ch-ref-2"))
+    assert [f.command_id for f in result.findings] == [f"rc:{ATTEMPT}:dup:{digest}"]
+
+
 # ---- duplicate debit -----------------------------------------------------------------------
 
 
