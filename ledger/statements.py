@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -23,6 +23,7 @@ from schemas.commands import (
 )
 
 ONE_DAY = timedelta(days=1)
+RECENT_DAYS = 3  # a scheduled run reconciles this many business days before the calendar's
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +61,25 @@ def booked_attempts(states: Iterable[LoanState], channel: str) -> dict[str, Book
             assert attempt.order_id not in booked, f"order {attempt.order_id} booked twice"
             booked[attempt.order_id] = BookedAttempt(state.loan_id, attempt)
     return booked
+
+
+def dates_to_reconcile(
+    partition_days: Collection[date], loan_days: Iterable[date | None]
+) -> list[date]:
+    """The recent business days a scheduled run reconciles, each with its next day's statement.
+
+    The calendar is the business clock: the median of the partitions' days (`partition_days`,
+    moved by ticks only), so a tick forged for a minority of partitions does not move it, nor
+    does a loan's own CloseBusinessDay, however far ahead. A ledger never ticked (closed per
+    loan) has no other calendar than its loans: the latest day closed on any of them."""
+    if partition_days:
+        today = sorted(partition_days)[(len(partition_days) - 1) // 2]
+    else:
+        closed = [day for day in loan_days if day is not None]
+        if not closed:
+            return []
+        today = max(closed)
+    return [today - timedelta(days=back) for back in range(RECENT_DAYS, 0, -1)]
 
 
 def reconcile(

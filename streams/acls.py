@@ -85,7 +85,8 @@ def grants(settings: LedgerSettings, component: Component) -> list[Grant]:
             literal(ResourceType.GROUP, f"{group}-gateway"),
         ]
     if component == "reconciler":  # `ledger reconcile`: folds the events, sends findings
-        return [*topics(READ, EVENTS.name, OUTCOMES.name), *topics(WRITE, COMMANDS.name)]
+        reads = (EVENTS.name, OUTCOMES.name, LOAN_STATES.name)  # loan-states: the clocks
+        return [*topics(READ, *reads), *topics(WRITE, COMMANDS.name)]
     if component == "client":
         return [*topics(WRITE, COMMANDS.name), *topics(READ, OUTCOMES.name)]
     return topics(READ, EVENTS.name, BALANCES.name, OUTCOMES.name)  # analyst: the CLI's readers

@@ -15,14 +15,22 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
+import msgspec
 from pydantic import ValidationError
 
 from ledger import LoanState
 from ledger.sequence import LoanLog, Verdict
-from ledger.statements import Reconciliation, StatementEntry, booked_attempts, reconcile
+from ledger.snapshot import CLOCK_KEY, decode_clock
+from ledger.statements import (
+    Reconciliation,
+    StatementEntry,
+    booked_attempts,
+    dates_to_reconcile,
+    reconcile,
+)
 from schemas.channel import Statement
 from schemas.events import Event, parse_event
-from schemas.topics import EVENTS
+from schemas.topics import EVENTS, LOAN_STATES
 from streams.errors import LedgerError
 from streams.gateway.channels import ChannelClient, ChannelError
 from streams.logread import read_log
@@ -184,17 +192,23 @@ def summary_lines(report: ReconcileReport) -> Iterable[str]:
 
 # ---- the scheduled run -------------------------------------------------------------------------
 
-RECENT_DAYS = 3
 
-
-def dates_to_reconcile(states: Iterable[LoanState]) -> list[date]:
-    """The recent business days whose next day's statement exists too: the ledger's business
-    clock (the latest day closed on any loan) is the calendar, so replays and demos work."""
-    closed = [state.business_date for state in states if state.business_date is not None]
-    if not closed:
-        return []
-    latest = max(closed)
-    return [latest - timedelta(days=back) for back in range(RECENT_DAYS, 0, -1)]
+def partition_days(settings: LedgerSettings) -> dict[int, date]:
+    """Each partition's business day, from the clock records the decider writes on
+    `ledger.loan-states` (moved by ticks only); a partition never ticked has none."""
+    days: dict[int, date] = {}
+    clock_key = CLOCK_KEY.encode()
+    for record in read_log(settings, LOAN_STATES.name):
+        if record.key != clock_key:
+            continue
+        try:
+            snapshot = decode_clock(record.value or b"")
+        except msgspec.DecodeError:
+            log.error("ALERT unreadable business clock record on partition %d", record.partition)
+            continue
+        if snapshot is not None:  # None: an older version (its next checkpoint rewrites it)
+            days[record.partition] = snapshot.clock.business_date
+    return days
 
 
 def run_scheduled(settings: LedgerSettings, every_s: float, rounds: int | None = None) -> None:
@@ -205,7 +219,8 @@ def run_scheduled(settings: LedgerSettings, every_s: float, rounds: int | None =
     done = 0
     while rounds is None or done < rounds:
         states = loan_states(settings)
-        for business_date in dates_to_reconcile(states.values()):
+        loan_days = (state.business_date for state in states.values())
+        for business_date in dates_to_reconcile(partition_days(settings).values(), loan_days):
             for channel in settings.channels:
                 report = run_reconcile(settings, channel, business_date, states=states)
                 for line in summary_lines(report):

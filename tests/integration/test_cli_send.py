@@ -7,12 +7,15 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
 
+from ledger.statements import dates_to_reconcile
 from streams.cli.main import cli
+from streams.reconcile.run import loan_states, partition_days
 from streams.topics import ensure_topics
 from tests.integration.pipeline import Pipeline
 
@@ -112,6 +115,23 @@ def test_close_day_for_one_loan_then_for_every_loan_by_ticks(line: Pipeline) -> 
     again = ledger(line, "close-day", "--date", "2026-03-01")
     assert again.exit_code == 0, again.output
     assert again.output.count(": duplicate") == line.partitions
+
+    # The scheduled reconciler's calendar: the partitions' clocks as the decider wrote them,
+    # not the loan's own close 19 days ahead.
+    ahead = ledger(line, "close-day", "--date", "2026-03-20", "--loan", loan)
+    assert ahead.exit_code == 0, ahead.output
+    assert _reconciled_days(line) == [date(2026, 2, 26), date(2026, 2, 27), date(2026, 2, 28)]
+
+
+def _reconciled_days(line: Pipeline, timeout_s: float = 30) -> list[date]:
+    """What `ledger reconcile --every` would reconcile, once every partition's clock record is
+    written (at the checkpoint after its tick's batch)."""
+    deadline = time.monotonic() + timeout_s
+    while len(days := partition_days(line.settings)) < line.partitions:
+        assert time.monotonic() < deadline, f"clock records of partitions {sorted(days)} only"
+        time.sleep(0.5)
+    loans = loan_states(line.settings).values()
+    return dates_to_reconcile(days.values(), (state.business_date for state in loans))
 
 
 def test_no_wait_returns_at_once(line: Pipeline) -> None:

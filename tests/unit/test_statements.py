@@ -16,7 +16,13 @@ from hypothesis import strategies as st
 from ledger import LoanState, decide
 from ledger.identity import attempt_id
 from ledger.state import Attempt, AttemptStatus
-from ledger.statements import Reconciliation, StatementEntry, booked_attempts, reconcile
+from ledger.statements import (
+    Reconciliation,
+    StatementEntry,
+    booked_attempts,
+    dates_to_reconcile,
+    reconcile,
+)
 from schemas.commands import (
     DiscrepancyKind,
     ReportDuplicateDebit,
@@ -247,6 +253,28 @@ def test_a_line_with_another_amount_than_collected_is_an_amount_mismatch() -> No
         detail=f"statement 103400, books {OWED}",
     )
     assert reconciled(collected(), line(amount=103_400)) == Reconciliation((mismatch,), 0, ())
+
+
+# ---- the scheduled run's calendar ----------------------------------------------------------
+
+MARCH_1 = date(2026, 3, 1)
+LAST_THREE_DAYS = [date(2026, 2, 26), date(2026, 2, 27), date(2026, 2, 28)]
+
+
+def test_the_calendar_is_the_partitions_clock_whatever_day_a_loan_closed() -> None:
+    """Issue 15, G: a loan closed 2099-12-31 moves no channel's window once the clock ticks."""
+    assert dates_to_reconcile([MARCH_1] * 4, [date(2099, 12, 31), D]) == LAST_THREE_DAYS
+
+
+def test_a_tick_forged_for_a_minority_of_partitions_does_not_move_the_calendar() -> None:
+    forged = date(2099, 12, 31)
+    assert dates_to_reconcile([MARCH_1, forged, MARCH_1, MARCH_1], []) == LAST_THREE_DAYS
+    assert dates_to_reconcile([MARCH_1, forged, forged, MARCH_1], []) == LAST_THREE_DAYS
+
+
+def test_a_ledger_never_ticked_takes_the_latest_day_closed_on_a_loan() -> None:
+    assert dates_to_reconcile([], [None, date(2026, 2, 1), MARCH_1]) == LAST_THREE_DAYS
+    assert dates_to_reconcile([], [None]) == []
 
 
 # ---- property: every finding is decidable and reconciliation converges ---------------------
