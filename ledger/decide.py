@@ -98,7 +98,7 @@ def refusal(
 ) -> RejectionReason | None:
     """Why `command` cannot be accepted in `state`, or None. Idempotency is checked before."""
     if isinstance(command, OpenLoan):
-        return opening.refusal(state)
+        return opening.refusal(state, command, policy)
     if not state.opened:
         return RejectionReason.UNKNOWN_LOAN
     match command:

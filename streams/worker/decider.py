@@ -10,7 +10,9 @@ from the same state, into the same bytes.
 A restore folds each loan's events by the seq rule (`ledger.sequence`): repeats are skipped, and
 a gap or an unreadable event quarantines that loan (its snapshot then says so). The commands of
 a quarantined loan are refused (`loan_quarantined`) until its log is repaired; every other loan
-goes on.
+goes on. An exception while deciding is a bug, not a reason to stop a partition: the command is
+dead-lettered, its loan is quarantined in this process (its log is whole, so a restart with the
+fix decides it again) and the partition goes on.
 """
 
 from __future__ import annotations
@@ -69,6 +71,8 @@ class BatchDecider:
     checkpoints: dict[int, Checkpoints] = field(default_factory=dict)
     resting: dict[int, Resting] = field(default_factory=dict)
     days: dict[int, PartitionDay] = field(default_factory=dict)
+    # Loans whose decision raised, per partition, with the error: held in memory only.
+    failed: dict[int, dict[str, str]] = field(default_factory=dict)
     checkpoint_interval_s: float = CHECKPOINT_INTERVAL_S
     _checkpointed_at: float = 0.0
 
@@ -111,6 +115,7 @@ class BatchDecider:
             self.checkpoints.pop(partition, None)
             self.resting.pop(partition, None)
             self.days.pop(partition, None)
+            self.failed.pop(partition, None)
 
     def handle(self, batch: list[Message]) -> list[Output]:
         for checkpoints in self.checkpoints.values():
@@ -181,12 +186,15 @@ class BatchDecider:
         if isinstance(command, CloseBusinessDayForPartition):
             return self._tick(partition, offset, command)
         loans = self.partitions[partition]
-        if command.loan_id in loans.quarantined:
+        if command.loan_id in loans.quarantined or command.loan_id in self._failed(partition):
             return [self._outcome(partition, command, quarantined_outcome(command))]
         self.resting[partition].wake(loans, command.loan_id)
         state = loans.states.get(command.loan_id) or initial_state(command.loan_id)
         clock = self.days[partition].clock
-        decision = decide_in_partition(state, command, clock, self.policy)
+        try:
+            decision = decide_in_partition(state, command, clock, self.policy)
+        except Exception as error:  # a bug: this loan stops, never its partition
+            return self._fail(message, command, error)
         self._count(command, decision)
         outputs = self._apply(partition, offset, command.loan_id, decision)
         return [*outputs, self._outcome(partition, command, decision.outcome)]
@@ -216,13 +224,17 @@ class BatchDecider:
 
     def _close_due(self, partition: int, loan_id: str, clock: BusinessClock) -> Decision | None:
         loans = self.partitions[partition]
-        if loan_id in loans.quarantined:  # out of the calendar until its log is repaired
-            return None
+        if loan_id in loans.quarantined or loan_id in self._failed(partition):
+            return None  # out of the calendar until its log is repaired, or a restart
         self.resting[partition].wake(loans, loan_id)
         state = loans.states.get(loan_id)
         if state is None:
             return None
-        decision = close_for(state, clock, self.policy)
+        try:
+            decision = close_for(state, clock, self.policy)
+        except Exception as error:  # a bug: this loan stops, never the tick
+            self._quarantine_for(partition, loan_id, f"closing {clock.business_date}", error)
+            return None
         if decision is None:  # its day was closed already: due again when its state says
             self.days[partition].calendar.plan(loan_id, next_close(state, self.policy))
         return decision
@@ -266,6 +278,36 @@ class BatchDecider:
                 OutcomeStatus.REJECTED.value, str(RejectionReason.INVALID_COMMAND)
             ).inc()
         return outputs
+
+    def _fail(self, message: Message, command: Command, error: Exception) -> list[Output]:
+        """A command whose decision raised: dead-lettered with the error, answered
+        `loan_quarantined`, its loan quarantined."""
+        partition, offset = message.partition() or 0, message.offset() or 0
+        doing = f"deciding {command.type}"
+        why = self._quarantine_for(partition, command.loan_id, doing, error)
+        headers = dead_letter_headers(why, self.input_topic, partition, offset)
+        self._count_dead_letter("commands", "error").inc()
+        return [
+            Output(self._dlq, partition, message.key(), message.value() or b"", headers),
+            self._outcome(partition, command, quarantined_outcome(command)),
+        ]
+
+    def _failed(self, partition: int) -> dict[str, str]:
+        return self.failed.setdefault(partition, {})
+
+    def _quarantine_for(self, partition: int, loan_id: str, doing: str, error: Exception) -> str:
+        """Quarantine a loan whose decision raised; returns the dead letter's `error` header."""
+        why = f"error: {doing}: {type(error).__name__}: {' '.join(str(error).split())}"[:1000]
+        self._failed(partition)[loan_id] = why
+        self.metrics.quarantined.labels(stage="decider", why="error").inc()
+        log.exception(
+            "ALERT loan %s quarantined (commands partition %d): %s raised, a bug. Its commands "
+            "are refused as loan_quarantined until the workers restart with a fix; the command "
+            "is in ledger.dlq, and nothing was written for it (docs/operating.md, 'Quarantined "
+            "loans').",
+            loan_id, partition, doing,
+        )  # fmt: skip
+        return why
 
     def _alert(self, partition: int, quarantine: Quarantine) -> None:
         why = "unreadable" if quarantine.found_seq is None else "gap"

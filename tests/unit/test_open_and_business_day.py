@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 
 import pytest
 
 from ledger import DEFAULT_POLICY, LoanState, Policy, initial_state
 from ledger.balances import fold_balances
 from ledger.identity import auto_debit_command_id
-from schemas.commands import RepaymentMethod, Source
+from schemas.base import MAX_AMOUNT_MINOR
+from schemas.commands import OpenLoan, RepaymentMethod, Source
 from schemas.events import (
     AutoDebitDue,
     BusinessDayClosed,
@@ -137,6 +138,40 @@ def test_opening_an_opened_loan_is_rejected_as_loan_exists() -> None:
         RejectionReason.LOAN_EXISTS,
         (),
     )
+
+
+def test_a_loan_that_could_owe_more_than_the_wire_carries_is_refused_at_opening() -> None:
+    """Issue 16, 8: opened, the largest principal with the largest fee made `decide` raise when
+    its debit was built (10^15 + 10^15 minor units in one `DeductionStarted`)."""
+    huge = small_loan(
+        principal_minor=MAX_AMOUNT_MINOR, fee_per_installment_minor=MAX_AMOUNT_MINOR,
+        annual_rate_bps=100_000, term_months=1,
+    )  # fmt: skip
+    decision = when(initial_state(LOAN), huge)
+    assert (decision.outcome.reason, decision.events) == (RejectionReason.INVALID_COMMAND, ())
+
+
+LARGEST = 952_380_952_380_952  # with its 5 % late fee, 999,999,999,999,999.6 rounded up: 10^15
+
+
+def test_the_largest_loan_accepted_lives_its_life_within_the_wire() -> None:
+    """No interest or fee, one installment: the principal and its late fee fill 10^15 exactly."""
+
+    def largest(principal: int) -> OpenLoan:
+        return small_loan(
+            principal_minor=principal, annual_rate_bps=0, fee_per_installment_minor=0,
+            term_months=1,
+        )  # fmt: skip
+
+    assert when(initial_state(LOAN), largest(LARGEST + 1)).outcome.reason is (
+        RejectionReason.INVALID_COMMAND
+    )
+    late = FIRST_DUE + timedelta(days=DEFAULT_POLICY.grace_days + 1)
+    state = given(largest(LARGEST), close_day(FIRST_DUE), close_day(late), request("all"))
+    [attempt] = state.attempts
+    assert attempt.amount_minor == MAX_AMOUNT_MINOR
+    paid = after(state, success("paid", attempt.attempt_id, MAX_AMOUNT_MINOR))
+    assert paid.paid_off
 
 
 # ---- CloseBusinessDay: installments fall due -----------------------------------------------

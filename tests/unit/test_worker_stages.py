@@ -16,13 +16,16 @@ from confluent_kafka import Message
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger.business_clock import DueCalendar
+from ledger import LoanState, Policy, business_clock
+from ledger.business_clock import BusinessClock, DueCalendar
+from ledger.decide import Decision
 from ledger.sequence import LoanLog, Quarantine, Verdict
 from ledger.snapshot import CLOCK_KEY, decode_books, decode_clock, decode_snapshot
 from schemas.commands import CloseBusinessDayForPartition, Command
 from schemas.events import encode_event, parse_event
 from streams.metrics import Metrics
 from streams.settings import LedgerSettings
+from streams.worker import decider as decider_module
 from streams.worker import snapshots
 from streams.worker.decider import BatchDecider
 from streams.worker.loop import Output, _next_offsets
@@ -433,6 +436,70 @@ def test_a_due_loan_whose_day_is_already_closed_stays_in_the_calendar() -> None:
     assert len(calendar) == 1
     due_later = decider.handle([_tick_record(3, date(2026, 3, 1))])  # the next installment
     assert {parse_event(o.value).loan_id for o in due_later if o.topic == EVENTS} == {"L1"}
+
+
+def test_a_command_whose_decision_raises_quarantines_its_loan_never_its_partition(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 16, 8: an exception inside `decide` (a bug, such as the overflow that the limits at
+    `OpenLoan` now prevent) dead-letters that command, refuses its loan from then on, and the
+    next loan is decided as usual."""
+    real_decide = business_clock.decide_in_partition
+
+    def decide_in_partition(
+        state: LoanState, command: Command, clock: BusinessClock | None, policy: Policy
+    ) -> Decision:
+        if command.command_id == "pay-bad":
+            raise ArithmeticError("a bug in deciding a repayment")
+        return real_decide(state, command, clock, policy)
+
+    monkeypatch.setattr(decider_module, "decide_in_partition", decide_in_partition)
+    commands: list[Command] = [
+        open_loan("open-bad", "BAD"), close_day(FIRST_DUE, "close-bad", "BAD"),
+        request("pay-bad", loan_id="BAD"), request("again-bad", loan_id="BAD"),
+        open_loan("open-next", "NEXT"),
+    ]  # fmt: skip
+    decider = a_decider()
+
+    outputs = decider.handle(command_records(commands))
+
+    dead = [o for o in outputs if o.topic == DLQ]
+    assert len(dead) == 1
+    error = dict(dead[0].headers or [])["error"]
+    assert (
+        error == b"error: deciding RequestRepayment: ArithmeticError: a bug in deciding a repayment"
+    )
+    outcomes = [json.loads(o.value) for o in outputs if o.topic == OUTCOMES]
+    labels = {o["command_id"]: o["reason"] or o["status"] for o in outcomes}
+    assert [labels[c.command_id] for c in commands] == [
+        "accepted", "accepted", "loan_quarantined", "loan_quarantined", "accepted",
+    ]  # fmt: skip
+    assert decider.failed[0].keys() == {"BAD"}
+
+
+def test_a_loan_whose_close_raises_is_quarantined_and_the_tick_goes_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    decider = a_decider()
+    opens = [open_loan(f"open-{n}", loan_id=f"L{n}") for n in range(2)]
+    decider.handle(command_records(opens))
+    real_close = business_clock.close_for
+
+    def close_for(state: LoanState, clock: BusinessClock, policy: Policy) -> Decision | None:
+        if state.loan_id == "L0":
+            raise ArithmeticError("a bug in closing the day")
+        return real_close(state, clock, policy)
+
+    monkeypatch.setattr(decider_module, "close_for", close_for)
+
+    outputs = decider.handle([_tick_record(2, FIRST_DUE)])
+
+    assert {parse_event(o.value).loan_id for o in outputs if o.topic == EVENTS} == {"L1"}
+    [answer] = [json.loads(o.value) for o in outputs if o.topic == OUTCOMES]
+    assert (answer["status"], answer["loans_closed"]) == ("accepted", 1)
+    assert "ArithmeticError" in decider.failed[0]["L0"]
+    [refused] = decider.handle(command_records([request("app-0", loan_id="L0")], first_offset=3))
+    assert json.loads(refused.value)["reason"] == "loan_quarantined"
 
 
 def test_a_tick_sent_to_another_partition_is_dead_lettered_and_answered() -> None:
