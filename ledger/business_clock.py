@@ -19,7 +19,7 @@ from __future__ import annotations
 import heapq
 from datetime import date, datetime, timedelta
 
-from ledger.business_day import too_far_ahead
+from ledger.business_day import awaiting_payment, too_far_ahead
 from ledger.decide import Decision, decide
 from ledger.identity import payload_hash
 from ledger.policy import Policy
@@ -119,20 +119,26 @@ def _catches_up(state: LoanState, command: Command, clock: BusinessClock) -> boo
 
 def next_close(state: LoanState, policy: Policy) -> date | None:
     """The first date on which closing the day does something to the loan (beyond recording
-    the date): an installment falls due, or a late fee becomes due (`ledger.business_day`)."""
+    the date): an installment falls due, or a late fee becomes due (`ledger.business_day`);
+    never a day the loan has closed already."""
     if not state.opened:
         return None
     soonest: date | None = None
     after_grace = timedelta(days=policy.grace_days + 1)
+    paying = awaiting_payment(state)  # its fee waits for the attempt's end, a command itself
     for row in state.installments:
         if not row.fell_due:
             when = row.due_date
-        elif row.late_fee_minor == 0 and _late_fee_ahead(row, policy):
+        elif row.late_fee_minor == 0 and row.number not in paying and _late_fee_ahead(row, policy):
             when = row.due_date + after_grace
         else:
             continue
         if soonest is None or when < soonest:
             soonest = when
+    if soonest is not None and state.business_date is not None:
+        # A fee that fell due while a debit was in flight, or before a reversal reopened its
+        # installment, is the next close's.
+        soonest = max(soonest, state.business_date + timedelta(days=1))
     return soonest
 
 

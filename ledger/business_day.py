@@ -46,11 +46,18 @@ def close_business_day(recorder: Recorder, command: CloseBusinessDay, policy: Po
     newly_due = [row.number for row in recorder.state.installments if _falls_due(row, today)]
     for number in newly_due:
         _fall_due(recorder, recorder.state.installments[number - 1])
+    paying = awaiting_payment(recorder.state)
     for row in recorder.state.installments:
-        if _late(row, today, policy):
+        if row.number not in paying and _late(row, today, policy):
             _assess_late_fee(recorder, row, policy)
     if policy.auto_debit and newly_due:
         _ask_for_auto_debit(recorder, max(newly_due), today)
+
+
+def awaiting_payment(state: LoanState) -> tuple[int, ...]:
+    """The installments an attempt in flight is paying: no late fee falls on them meanwhile."""
+    attempt = state.in_flight
+    return () if attempt is None else attempt.installments
 
 
 def _falls_due(row: InstallmentState, today: date) -> bool:

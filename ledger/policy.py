@@ -17,7 +17,9 @@ class Policy:
     one forged far-future date would otherwise make everything fall due at once.
 
     Late fee rule: once per installment, on the first business day closed more than `grace_days`
-    after its due date while principal or interest is still owed, the fee is
+    after its due date while principal or interest is still owed and no attempt for it is in
+    flight (a borrower whose debit the channel is still processing is not charged for its
+    delay: if the attempt fails, the next close assesses the fee), the fee is
     max(late_fee_min_minor, round_half_up(owed principal and interest * late_fee_bps / 10_000)).
     """
 

@@ -30,7 +30,7 @@ from ledger.snapshot import decode_clock, encode_clock
 from schemas.commands import CloseBusinessDayForPartition, Command, RepaymentMethod, Source
 from schemas.events import BusinessDayClosed, DeductionStarted, Event, encode_event
 from schemas.outcomes import OutcomeStatus, RejectionReason
-from tests.support.builders import close_day, open_loan, request, success
+from tests.support.builders import close_day, failure, open_loan, request, success
 
 START = date(2026, 1, 1)
 NOT_COMPARED = {"event_id", "seq", "causation_id", "causation_hash", "occurred_at"}
@@ -158,8 +158,10 @@ def test_next_close_is_the_first_day_a_close_does_something(
         assert len(_close_writes(state, soonest, policy)) > 1, soonest
         state = _after(state, decide(state, close_day(soonest), policy).events)
         day = soonest
-        if data.draw(st.booleans()):  # pay something, sometimes
-            state = _paid(state, f"pay-{day.isoformat()}", policy)
+        # Pay something, sometimes; or leave a debit in flight over the next closes, or fail it
+        # (issue 16, 4: no late fee falls on an installment a debit in flight is paying).
+        action = data.draw(st.sampled_from(["nothing", "pay", "start", "fail"]))
+        state = _act(state, action, f"{action}-{day.isoformat()}", policy)
 
 
 # ---- ticks against one close per loan and day -----------------------------------------------
@@ -281,6 +283,21 @@ def _after(state: LoanState, events: tuple[Event, ...]) -> LoanState:
 
 def _close_writes(state: LoanState, day: date, policy: Policy) -> list[type[Event]]:
     return [type(e) for e in decide(state, close_day(day), policy).events]
+
+
+def _act(state: LoanState, action: str, command_id: str, policy: Policy) -> LoanState:
+    in_flight = state.in_flight
+    if action == "pay" and in_flight is not None:
+        paid = success(command_id, in_flight.attempt_id, in_flight.amount_minor)
+        return decide(state, paid, policy).state
+    if action == "pay":
+        return _paid(state, command_id, policy)
+    if action == "start":
+        return decide(state, request(command_id, Source.APP, loan_id=state.loan_id), policy).state
+    if action == "fail" and in_flight is not None:
+        failed = failure(command_id, in_flight.attempt_id, "no_funds", False, state.loan_id)
+        return decide(state, failed, policy).state
+    return state
 
 
 def _paid(state: LoanState, command_id: str, policy: Policy) -> LoanState:

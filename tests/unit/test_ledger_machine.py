@@ -59,6 +59,7 @@ from schemas.events import (
     DeductionSucceeded,
     DuplicateDebitRecorded,
     Event,
+    LateFeeAssessed,
     Posting,
     RefundStarted,
     ReportedAmountAboveAttempt,
@@ -750,6 +751,18 @@ class LedgerMachine(RuleBasedStateMachine):
             assert run.state.next_seq == len(run.events) + 1
             every_id += [e.event_id for e in run.events]
         assert len(every_id) == len(set(every_id))
+
+    @invariant()
+    def no_late_fee_falls_on_a_debit_still_in_flight(self) -> None:
+        """Issue 16, 4: a borrower whose debit the channel is still processing is not charged
+        for the channel's delay (the fee waits for the attempt's end)."""
+        if self.last is None:
+            return
+        attempt = self.last.before.in_flight
+        paying = set() if attempt is None else set(attempt.installments)
+        events = self.last.decision.events
+        charged = {e.installment for e in events if isinstance(e, LateFeeAssessed)}
+        assert not charged & paying, (charged, paying)
 
     @invariant()
     def one_outcome_per_command(self) -> None:

@@ -36,6 +36,7 @@ from tests.support.builders import (
     beyond_the_refusal,
     close_day,
     expected,
+    failure,
     fold,
     given,
     history,
@@ -235,6 +236,27 @@ def test_late_fee_is_assessed_on_the_first_day_after_the_grace_period() -> None:
     command = close_day(date(2026, 2, 5))
     assert when(state, command).events == expected(
         state, command, closed(date(2026, 2, 5)), late_fee(1, 5_150)
+    )
+
+
+def test_no_late_fee_while_the_borrowers_debit_is_in_flight() -> None:
+    """Issue 16, 4: asked for on the due date, answered on day +4: the borrower paid on time
+    and is not charged for the channel's delay (the fee would have eaten the payment)."""
+    state = given(small_loan(), close_day(FEB_1), request("r1"))
+    command = close_day(date(2026, 2, 5))
+    assert when(state, command).events == expected(state, command, closed(date(2026, 2, 5)))
+    [attempt] = state.attempts
+    paid = after(state, command, success("s1", attempt.attempt_id, attempt.amount_minor))
+    assert (paid.installments[0].owed_minor, paid.installments[0].late_fee_minor) == (0, 0)
+
+
+def test_a_late_fee_falls_on_the_first_close_after_the_debit_failed() -> None:
+    state = given(small_loan(), close_day(FEB_1), request("r1"), close_day(date(2026, 2, 5)))
+    [attempt] = state.attempts
+    state = after(state, failure("f1", attempt.attempt_id, "no_funds", False))
+    command = close_day(date(2026, 2, 6))
+    assert when(state, command).events == expected(
+        state, command, closed(date(2026, 2, 6)), late_fee(1, 5_150)
     )
 
 
