@@ -181,6 +181,11 @@ def _succeeded_line(
     if reference == view.channel_reference and view.status is AttemptStatus.REVERSED:
         # A line carries the order's current status: the channel never reversed this debit.
         return view, [run.reversal_not_on_statement(loan_id, line)]
+    found: list[StatementFinding] = []
+    started = view.business_date  # a day either way is midnight between us and the channel
+    ours = reference == view.channel_reference
+    if ours and started is not None and abs(line.business_date - started) > ONE_DAY:
+        found.append(run.booked_on_another_day(loan_id, line, started))
     # Only our own debit can disagree on the amount. After a reversal both sides are back to
     # zero, so a differing amount no longer leaves money unaccounted for.
     disagrees = (
@@ -188,7 +193,9 @@ def _succeeded_line(
         and view.status is AttemptStatus.SUCCEEDED
         and line.amount_minor != view.collected_minor
     )
-    return view, [run.amount_mismatch(loan_id, line, view.collected_minor)] if disagrees else []
+    if disagrees:
+        found.append(run.amount_mismatch(loan_id, line, view.collected_minor))
+    return view, found
 
 
 def _missing(
@@ -258,6 +265,15 @@ class _Run:
             **self._common(loan_id, line.order_id, "unreversed", f"{self.statement_date:%Y%m%d}"),
             kind=DiscrepancyKind.REVERSAL_NOT_ON_STATEMENT,
             detail=f"reversed in the books, succeeded on the statement ({line.channel_reference})",
+        )
+
+    def booked_on_another_day(
+        self, loan_id: str, line: StatementEntry, started: date
+    ) -> ReportStatementDiscrepancy:
+        return ReportStatementDiscrepancy(
+            **self._common(loan_id, line.order_id, "date", f"{self.statement_date:%Y%m%d}"),
+            kind=DiscrepancyKind.BOOKED_ON_ANOTHER_DAY,
+            detail=f"booked on {line.business_date}, started on {started}",
         )
 
     def missing(self, loan_id: str, attempt: Attempt) -> ReportStatementDiscrepancy:

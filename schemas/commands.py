@@ -188,13 +188,15 @@ class DiscrepancyKind(StrEnum):
     MISSING_FROM_STATEMENT = "missing_from_statement"
     AMOUNT_MISMATCH = "amount_mismatch"
     REVERSAL_NOT_ON_STATEMENT = "reversal_not_on_statement"
+    BOOKED_ON_ANOTHER_DAY = "booked_on_another_day"
 
 
 class ReportStatementDiscrepancy(StatementCommand):
     """A difference with no money to move: our success is on no statement of the day, the one
     before or the one after; the statement shows another amount than we collected; or it shows
     as succeeded a debit our books hold reversed (a statement line carries the order's current
-    status, so a reversal the channel never made: one reported by someone else)."""
+    status, so a reversal the channel never made: one reported by someone else); or it books our
+    debit more than a day away from the business day we started it on."""
 
     type: Literal["ReportStatementDiscrepancy"] = "ReportStatementDiscrepancy"
     kind: DiscrepancyKind

@@ -255,6 +255,20 @@ def test_a_line_with_another_amount_than_collected_is_an_amount_mismatch() -> No
     assert reconciled(collected(), line(amount=103_400)) == Reconciliation((mismatch,), 0, ())
 
 
+def test_a_line_booked_days_after_its_attempt_started_is_a_discrepancy() -> None:
+    """Issue 16, 11: a line booked ten days late used to pass silently."""
+    late_day = D + timedelta(days=10)
+    late = ReportStatementDiscrepancy(
+        **common(f"rc:{ATTEMPT}:date:20260211") | {"statement_date": late_day},
+        kind=DiscrepancyKind.BOOKED_ON_ANOTHER_DAY,
+        detail=f"booked on {late_day}, started on {D}",
+    )
+    assert reconciled(collected(), line(day=late_day), on=late_day) == Reconciliation(
+        (late,), 0, ()
+    )
+    assert reconciled(collected(), line(day=NEXT_DAY), on=NEXT_DAY).findings == ()
+
+
 # ---- the scheduled run's calendar ----------------------------------------------------------
 
 MARCH_1 = date(2026, 3, 1)
