@@ -2,9 +2,11 @@
 right reason, counted exactly; the worker never crashes; valid traffic keeps >= 90 % of the rate
 it has alone.
 
-Valid traffic is sent open-loop (a fixed rate, whatever the answers), first alone, then with the
-hostile records spread over the same seconds. Its rate is the valid commands divided by the time
-from the first send to the last valid outcome seen by a read_committed reader.
+Valid traffic is sent open-loop (a fixed rate, whatever the answers) with the hostile records
+spread over the same seconds. Its rate is the valid commands divided by the time from the first
+send to the last valid outcome seen by a read_committed reader. Open-loop traffic alone can go no
+faster than it is sent, so the rate it is sent at stands for its rate alone (a run of valid
+traffic alone, measured up to 1 % below it, cost a minute per guarantee).
 """
 
 from __future__ import annotations
@@ -62,14 +64,13 @@ def test_hostile_records_are_counted_exactly_and_valid_traffic_keeps_its_rate(
     rng = random.Random(8)
     records = [hostile(rng, n, [o.loan_id for o in opened], opened) for n in range(HOSTILE)]
 
-    alone = _valid_rate(pipeline, repayment_cycle(VALID_LOANS, seed=81), [], tmp_path / "a.json")
-    mixed = _valid_rate(
-        pipeline, repayment_cycle(VALID_LOANS, seed=82), records, tmp_path / "b.json"
-    )
+    valid = repayment_cycle(VALID_LOANS, seed=82)
+    alone = len(valid) / SECONDS  # the rate it is sent at: no faster alone
+    mixed = _valid_rate(pipeline, valid, records, tmp_path / "mixed.json")
 
     kinds = Counter(record.kind for record in records)
     print(f"\nhostile records by kind: {dict(sorted(kinds.items()))}")
-    print(f"valid commands/s alone {alone:.0f}, with {HOSTILE:,} hostile records {mixed:.0f}")
+    print(f"valid commands/s sent {alone:.0f}, with {HOSTILE:,} hostile records {mixed:.0f}")
     assert pipeline.workers["w1"].poll() is None, "the worker crashed"
     _assert_dead_letters_exact(pipeline, records)
     _assert_outcomes_exact(pipeline, records, opened)

@@ -90,13 +90,16 @@ def test_a_thousand_loans_and_five_thousand_commands_balance(pipeline: Pipeline)
 def test_worker_killed_five_times_while_commands_flow(pipeline: Pipeline) -> None:
     commands = repayment_cycle(loans=400, seed=11)
     rng = random.Random(2026)
-    pipeline.start_worker()
+    # A killed member keeps its partitions until its session times out: 10 s, not the default
+    # 45 s that made this test wait most of its 100 s for the last killed one.
+    session = {"session_timeout_s": "10"}
+    pipeline.start_worker(**session)
     sender = threading.Thread(target=pipeline.send_over, args=(commands, 8.0))
     sender.start()
     for _ in range(5):
         time.sleep(rng.uniform(0.5, 2.5))
         pipeline.signal_worker("w1", signal.SIGKILL)
-        pipeline.start_worker()
+        pipeline.start_worker(**session)
     sender.join()
 
     assert_converged(pipeline, commands, crashed=True)
