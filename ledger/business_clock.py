@@ -135,10 +135,12 @@ def next_close(state: LoanState, policy: Policy) -> date | None:
             continue
         if soonest is None or when < soonest:
             soonest = when
-    if soonest is not None and state.business_date is not None:
+    if soonest is not None and state.business_date is not None and soonest <= state.business_date:
         # A fee that fell due while a debit was in flight, or before a reversal reopened its
-        # installment, is the next close's.
-        soonest = max(soonest, state.business_date + timedelta(days=1))
+        # installment, is the next close's (none after date.max: nothing can be planned then).
+        soonest = (
+            None if state.business_date == date.max else state.business_date + timedelta(days=1)
+        )
     return soonest
 
 

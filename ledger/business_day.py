@@ -37,7 +37,8 @@ def refusal(
 def too_far_ahead(business_date: date, latest: date, policy: Policy) -> bool:
     """The one rule for how far a business day may jump (`Policy.max_days_ahead`): the loan's
     own close, and the partition's tick (`ledger.business_clock.tick_verdict`)."""
-    return business_date > latest + timedelta(days=policy.max_days_ahead)
+    # A difference, not `latest + max_days_ahead`: that overflows for a date near 9999-12-31.
+    return business_date - latest > timedelta(days=policy.max_days_ahead)
 
 
 def close_business_day(recorder: Recorder, command: CloseBusinessDay, policy: Policy) -> None:

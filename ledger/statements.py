@@ -64,15 +64,16 @@ def booked_attempts(states: Iterable[LoanState], channel: str) -> dict[str, Book
 
 
 def dates_to_reconcile(
-    partition_days: Collection[date], loan_days: Iterable[date | None]
+    partition_days: Collection[date], loan_days: Iterable[date | None], partitions: int
 ) -> list[date]:
     """The recent business days a scheduled run reconciles, each with its next day's statement.
 
-    The calendar is the business clock: the median of the partitions' days (`partition_days`,
-    moved by ticks only), so a tick forged for a minority of partitions does not move it, nor
-    does a loan's own CloseBusinessDay, however far ahead. A ledger never ticked (closed per
-    loan) has no other calendar than its loans: the latest day closed on any of them."""
-    if partition_days:
+    The calendar is the business clock once most of the `partitions` have one (`partition_days`,
+    moved by ticks only; `ledger close-day` ticks them all): the median of their days, so a tick
+    forged for a minority of partitions does not move it, nor does a loan's own CloseBusinessDay,
+    however far ahead. A ledger not ticked (closed per loan) has no other calendar than its
+    loans: the latest day closed on any of them."""
+    if len(partition_days) > partitions // 2:
         today = sorted(partition_days)[(len(partition_days) - 1) // 2]
     else:
         closed = [day for day in loan_days if day is not None]
@@ -264,7 +265,9 @@ class _Run:
         return ReportStatementDiscrepancy(
             **self._common(loan_id, line.order_id, "unreversed", f"{self.statement_date:%Y%m%d}"),
             kind=DiscrepancyKind.REVERSAL_NOT_ON_STATEMENT,
-            detail=f"reversed in the books, succeeded on the statement ({line.channel_reference})",
+            detail=_short(
+                f"reversed in the books, succeeded on the statement ({line.channel_reference})"
+            ),
         )
 
     def booked_on_another_day(
@@ -283,3 +286,8 @@ class _Run:
             kind=DiscrepancyKind.MISSING_FROM_STATEMENT,
             detail=f"booked on {day}, on no statement from {day - ONE_DAY} to {day + ONE_DAY}",
         )
+
+
+def _short(text: str) -> str:
+    """At most a `detail`'s 200 characters: a channel reference alone may be as long."""
+    return text if len(text) <= 200 else text[:199] + "…"

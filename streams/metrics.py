@@ -41,6 +41,11 @@ class Metrics:
             "Loans the projector stopped at a seq gap (alert)",
             registry=self.registry,
         )
+        self.decide_errors = Counter(
+            "ledger_decide_errors_total",
+            "Decisions that raised: a bug; the command is dead-lettered (alert)",
+            registry=self.registry,
+        )
         self.quarantined = Counter(
             "ledger_quarantined_loans_total",
             "Loans quarantined by a seq gap or an unreadable event (alert; see docs/operating.md)",

@@ -220,7 +220,8 @@ def run_scheduled(settings: LedgerSettings, every_s: float, rounds: int | None =
     while rounds is None or done < rounds:
         states = loan_states(settings)
         loan_days = (state.business_date for state in states.values())
-        for business_date in dates_to_reconcile(partition_days(settings).values(), loan_days):
+        clocks = partition_days(settings).values()
+        for business_date in dates_to_reconcile(clocks, loan_days, settings.partitions):
             for channel in settings.channels:
                 report = run_reconcile(settings, channel, business_date, states=states)
                 for line in summary_lines(report):

@@ -10,9 +10,10 @@ from the same state, into the same bytes.
 A restore folds each loan's events by the seq rule (`ledger.sequence`): repeats are skipped, and
 a gap or an unreadable event quarantines that loan (its snapshot then says so). The commands of
 a quarantined loan are refused (`loan_quarantined`) until its log is repaired; every other loan
-goes on. An exception while deciding is a bug, not a reason to stop a partition: the command is
-dead-lettered, its loan is quarantined in this process (its log is whole, so a restart with the
-fix decides it again) and the partition goes on.
+goes on. An exception while deciding is a bug, not a reason to stop a partition: that command is
+dead-lettered with the error and answered `invalid_command`, nothing is written for it, and the
+partition goes on. `decide` is a pure function, so a batch decided again raises again into the
+same outputs, and the loan's other commands are decided from the state it had.
 """
 
 from __future__ import annotations
@@ -71,8 +72,6 @@ class BatchDecider:
     checkpoints: dict[int, Checkpoints] = field(default_factory=dict)
     resting: dict[int, Resting] = field(default_factory=dict)
     days: dict[int, PartitionDay] = field(default_factory=dict)
-    # Loans whose decision raised, per partition, with the error: held in memory only.
-    failed: dict[int, dict[str, str]] = field(default_factory=dict)
     checkpoint_interval_s: float = CHECKPOINT_INTERVAL_S
     _checkpointed_at: float = 0.0
 
@@ -115,7 +114,6 @@ class BatchDecider:
             self.checkpoints.pop(partition, None)
             self.resting.pop(partition, None)
             self.days.pop(partition, None)
-            self.failed.pop(partition, None)
 
     def handle(self, batch: list[Message]) -> list[Output]:
         for checkpoints in self.checkpoints.values():
@@ -186,14 +184,16 @@ class BatchDecider:
         if isinstance(command, CloseBusinessDayForPartition):
             return self._tick(partition, offset, command)
         loans = self.partitions[partition]
-        if command.loan_id in loans.quarantined or command.loan_id in self._failed(partition):
+        if command.loan_id in loans.quarantined:
             return [self._outcome(partition, command, quarantined_outcome(command))]
         self.resting[partition].wake(loans, command.loan_id)
         state = loans.states.get(command.loan_id) or initial_state(command.loan_id)
         clock = self.days[partition].clock
         try:
             decision = decide_in_partition(state, command, clock, self.policy)
-        except Exception as error:  # a bug: this loan stops, never its partition
+        except MemoryError:
+            raise  # the process, not the command: let the supervisor restart it
+        except Exception as error:  # a bug: this command stops, never its partition
             return self._fail(message, command, error)
         self._count(command, decision)
         outputs = self._apply(partition, offset, command.loan_id, decision)
@@ -224,17 +224,19 @@ class BatchDecider:
 
     def _close_due(self, partition: int, loan_id: str, clock: BusinessClock) -> Decision | None:
         loans = self.partitions[partition]
-        if loan_id in loans.quarantined or loan_id in self._failed(partition):
-            return None  # out of the calendar until its log is repaired, or a restart
+        if loan_id in loans.quarantined:  # out of the calendar until its log is repaired
+            return None
         self.resting[partition].wake(loans, loan_id)
         state = loans.states.get(loan_id)
         if state is None:
             return None
         try:
             decision = close_for(state, clock, self.policy)
-        except Exception as error:  # a bug: this loan stops, never the tick
-            self._quarantine_for(partition, loan_id, f"closing {clock.business_date}", error)
-            return None
+        except MemoryError:
+            raise
+        except Exception as error:  # a bug: this loan's close stops, never the tick
+            self._alert_error(partition, loan_id, f"closing {clock.business_date}", error)
+            return None  # it catches up before its next command, which says the same
         if decision is None:  # its day was closed already: due again when its state says
             self.days[partition].calendar.plan(loan_id, next_close(state, self.policy))
         return decision
@@ -281,30 +283,25 @@ class BatchDecider:
 
     def _fail(self, message: Message, command: Command, error: Exception) -> list[Output]:
         """A command whose decision raised: dead-lettered with the error, answered
-        `loan_quarantined`, its loan quarantined."""
+        `invalid_command` (nothing written, nothing remembered, as for any invalid command)."""
         partition, offset = message.partition() or 0, message.offset() or 0
-        doing = f"deciding {command.type}"
-        why = self._quarantine_for(partition, command.loan_id, doing, error)
+        why = self._alert_error(partition, command.loan_id, f"deciding {command.type}", error)
         headers = dead_letter_headers(why, self.input_topic, partition, offset)
         self._count_dead_letter("commands", "error").inc()
+        answer = rejected(command.command_id, command.loan_id, RejectionReason.INVALID_COMMAND)
         return [
             Output(self._dlq, partition, message.key(), message.value() or b"", headers),
-            self._outcome(partition, command, quarantined_outcome(command)),
+            self._outcome(partition, command, answer),
         ]
 
-    def _failed(self, partition: int) -> dict[str, str]:
-        return self.failed.setdefault(partition, {})
-
-    def _quarantine_for(self, partition: int, loan_id: str, doing: str, error: Exception) -> str:
-        """Quarantine a loan whose decision raised; returns the dead letter's `error` header."""
+    def _alert_error(self, partition: int, loan_id: str, doing: str, error: Exception) -> str:
+        """Log a decision that raised; returns the dead letter's `error` header."""
         why = f"error: {doing}: {type(error).__name__}: {' '.join(str(error).split())}"[:1000]
-        self._failed(partition)[loan_id] = why
-        self.metrics.quarantined.labels(stage="decider", why="error").inc()
+        self.metrics.decide_errors.inc()
         log.exception(
-            "ALERT loan %s quarantined (commands partition %d): %s raised, a bug. Its commands "
-            "are refused as loan_quarantined until the workers restart with a fix; the command "
-            "is in ledger.dlq, and nothing was written for it (docs/operating.md, 'Quarantined "
-            "loans').",
+            "ALERT loan %s (commands partition %d): %s raised, a bug. Nothing was written for "
+            "it; a command is in ledger.dlq, answered invalid_command (docs/operating.md, "
+            "'Dead letters').",
             loan_id, partition, doing,
         )  # fmt: skip
         return why

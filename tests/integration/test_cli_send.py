@@ -131,7 +131,8 @@ def _reconciled_days(line: Pipeline, timeout_s: float = 30) -> list[date]:
         assert time.monotonic() < deadline, f"clock records of partitions {sorted(days)} only"
         time.sleep(0.5)
     loans = loan_states(line.settings).values()
-    return dates_to_reconcile(days.values(), (state.business_date for state in loans))
+    loan_days = (state.business_date for state in loans)
+    return dates_to_reconcile(days.values(), loan_days, line.partitions)
 
 
 def test_no_wait_returns_at_once(line: Pipeline) -> None:

@@ -269,6 +269,18 @@ def test_a_line_booked_days_after_its_attempt_started_is_a_discrepancy() -> None
     assert reconciled(collected(), line(day=NEXT_DAY), on=NEXT_DAY).findings == ()
 
 
+def test_a_longest_reference_still_fits_the_discrepancy() -> None:
+    """A channel reference may be 200 characters, as long as a discrepancy's `detail`: the
+    finding used to fail validation and stop the scheduled reconciler."""
+    reference = "r" * 200
+    state = given(*DUE, request("r1"), success("s1", ATTEMPT, OWED, reference))
+    state = after(state, reversal("rev-1", ATTEMPT))
+    [finding] = reconciled(state, line(reference)).findings
+    assert isinstance(finding, ReportStatementDiscrepancy)
+    assert finding.kind is DiscrepancyKind.REVERSAL_NOT_ON_STATEMENT
+    assert len(finding.detail) == 200
+
+
 # ---- the scheduled run's calendar ----------------------------------------------------------
 
 MARCH_1 = date(2026, 3, 1)
@@ -277,18 +289,26 @@ LAST_THREE_DAYS = [date(2026, 2, 26), date(2026, 2, 27), date(2026, 2, 28)]
 
 def test_the_calendar_is_the_partitions_clock_whatever_day_a_loan_closed() -> None:
     """Issue 15, G: a loan closed 2099-12-31 moves no channel's window once the clock ticks."""
-    assert dates_to_reconcile([MARCH_1] * 4, [date(2099, 12, 31), D]) == LAST_THREE_DAYS
+    assert dates_to_reconcile([MARCH_1] * 4, [date(2099, 12, 31), D], 4) == LAST_THREE_DAYS
 
 
 def test_a_tick_forged_for_a_minority_of_partitions_does_not_move_the_calendar() -> None:
     forged = date(2099, 12, 31)
-    assert dates_to_reconcile([MARCH_1, forged, MARCH_1, MARCH_1], []) == LAST_THREE_DAYS
-    assert dates_to_reconcile([MARCH_1, forged, forged, MARCH_1], []) == LAST_THREE_DAYS
+    assert dates_to_reconcile([MARCH_1, forged, MARCH_1, MARCH_1], [], 4) == LAST_THREE_DAYS
+    assert dates_to_reconcile([MARCH_1, forged, forged, MARCH_1], [], 4) == LAST_THREE_DAYS
+
+
+def test_a_first_tick_forged_for_one_partition_of_an_unticked_ledger_does_not_move_it() -> None:
+    """Until most partitions have a clock, the loans' days stay the calendar."""
+    forged = date(2099, 12, 31)
+    assert dates_to_reconcile([forged], [MARCH_1], 4) == LAST_THREE_DAYS
+    assert dates_to_reconcile([forged, forged], [MARCH_1], 4) == LAST_THREE_DAYS
+    assert dates_to_reconcile([MARCH_1] * 3, [forged], 4) == LAST_THREE_DAYS
 
 
 def test_a_ledger_never_ticked_takes_the_latest_day_closed_on_a_loan() -> None:
-    assert dates_to_reconcile([], [None, date(2026, 2, 1), MARCH_1]) == LAST_THREE_DAYS
-    assert dates_to_reconcile([], [None]) == []
+    assert dates_to_reconcile([], [None, date(2026, 2, 1), MARCH_1], 4) == LAST_THREE_DAYS
+    assert dates_to_reconcile([], [None], 4) == []
 
 
 # ---- property: every finding is decidable and reconciliation converges ---------------------
