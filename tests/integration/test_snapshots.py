@@ -114,8 +114,11 @@ def _decided(decider: BatchDecider) -> int:
 
 
 def _wait_until_decided(decider: BatchDecider, commands: int, timeout_s: float = 90) -> None:
+    """Until the decider has decided `commands` and committed their offsets: the offset it is
+    at moves as soon as it starts a command, before its batch's transaction commits (under
+    exactly_once, a reader right after saw no event of the wave at all)."""
     deadline = time.monotonic() + timeout_s
-    while _decided(decider) < commands:
+    while _decided(decider) < commands or committed(decider.settings) < commands:
         assert time.monotonic() < deadline, f"timed out waiting for {commands} commands decided"
         time.sleep(0.1)
 
@@ -283,11 +286,20 @@ def projecting(settings: LedgerSettings) -> Iterator[Callable[[], None]]:
     runner = threading.Thread(target=loop.run, args=(stop,))
     runner.start()
 
+    ends = [0]
+
     def caught_up() -> None:
-        with LogReader(settings, "ledger.events", partitions=[0]) as reader:
-            # past the last record (a transaction's commit marker takes an offset after it)
-            end = max((m.offset() or 0) + 1 for batch in reader.batches() for m in batch)
+        """Until the projector has committed every event of partition 0 now readable: a wave's
+        commit markers may land a moment after its offsets are committed, so the read waits for
+        events past the last wave's."""
         deadline = time.monotonic() + 90
+        end = ends[-1]
+        while end <= ends[-1]:
+            assert time.monotonic() < deadline, "timed out waiting for the wave's events"
+            with LogReader(settings, "ledger.events", partitions=[0]) as reader:
+                # past the last record (a transaction's commit marker takes an offset after it)
+                end = max(((m.offset() or 0) + 1 for b in reader.batches() for m in b), default=0)
+        ends.append(end)
         while _projected(projector) < end:
             assert time.monotonic() < deadline, "timed out waiting for the projector"
             time.sleep(0.1)
