@@ -282,17 +282,11 @@ class BatchDecider:
         return outputs
 
     def _fail(self, message: Message, command: Command, error: Exception) -> list[Output]:
-        """A command whose decision raised: dead-lettered with the error, answered
-        `invalid_command` (nothing written, nothing remembered, as for any invalid command)."""
-        partition, offset = message.partition() or 0, message.offset() or 0
+        """A command whose decision raised: refused as a record that holds no command would be
+        (dead-lettered with the error, answered `invalid_command`, nothing written)."""
+        partition = message.partition() or 0
         why = self._alert_error(partition, command.loan_id, f"deciding {command.type}", error)
-        headers = dead_letter_headers(why, self.input_topic, partition, offset)
-        self._count_dead_letter("commands", "error").inc()
-        answer = rejected(command.command_id, command.loan_id, RejectionReason.INVALID_COMMAND)
-        return [
-            Output(self._dlq, partition, message.key(), message.value() or b"", headers),
-            self._outcome(partition, command, answer),
-        ]
+        return self._refuse(message, NotACommand(why, (command.command_id, command.loan_id)))
 
     def _alert_error(self, partition: int, loan_id: str, doing: str, error: Exception) -> str:
         """Log a decision that raised; returns the dead letter's `error` header."""
